@@ -1,1 +1,16 @@
+//! The core of netintercept, between the interposed symbols (`hooks/`) and packet synthesis
+//! (`synth/`): which descriptors are tracked sockets, each connection's state, the configuration,
+//! and the capture output. Hooks report events here; nothing here knows which symbol called it.
 
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod events;
+pub mod fd_table;
+pub mod guard;
+pub mod output_path;
+pub mod process;
+pub mod real_fn;
+pub mod sink;
+pub mod sockaddr;
+pub mod sys;

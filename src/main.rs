@@ -1,1 +1,5 @@
-fn main(){}
+//! `netintercept [-w FILE] [-f FILTER] [--] COMMAND [ARGS...]`
+
+fn main() {
+    std::process::exit(netintercept_core::cli::run(std::env::args_os().skip(1)));
+}

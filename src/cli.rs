@@ -1,0 +1,343 @@
+//! The `netintercept` command: run a program with the library preloaded.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use crate::config;
+
+/// The text of `--help`.
+pub const HELP: &str = "\
+netintercept: capture one program's network traffic, TLS decrypted, without root
+
+Usage: netintercept [-w FILE] [-f FILTER] [--no-follow] [--] COMMAND [ARGS...]
+
+Runs COMMAND with libnetintercept.so preloaded and writes a pcap of the TCP and UDP
+conversations it has over IPv4 and IPv6, synthesized from the calls it makes.
+
+Options:
+  -w FILE        capture file name pattern (sets NETINTERCEPT_FILE; default netintercept.pcap)
+  -f FILTER      tcpdump/libpcap filter expression (sets NETINTERCEPT_FILTER)
+  --no-follow    do not trace child processes (sets NETINTERCEPT_FOLLOW=0)
+  -h, --help     show this help
+
+Patterns in FILE (as in core(5)):
+  %p pid   %t start time (epoch seconds)   %h host name   %e executable name
+  %E executable path with '/' written as '!'   %u uid   %% a literal '%'
+Without %p, a process whose name is already taken by another traced process of the same run
+writes '<name>.<pid>'.
+
+Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
+  NETINTERCEPT_FILE      capture file name pattern (as -w)
+  NETINTERCEPT_FILTER    libpcap filter (as -f)
+  NETINTERCEPT_FLUSH_MS  longest time a packet stays buffered, in ms (default 1000)
+  NETINTERCEPT_FOLLOW    0 to leave child processes untraced
+  NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
+
+The exit status is COMMAND's, or 128+N when a signal N killed it.
+Statically linked programs cannot be traced: nothing is preloaded into them.
+";
+
+struct Args {
+    file: Option<String>,
+    filter: Option<String>,
+    follow: bool,
+    command: Vec<OsString>,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+    Usage(String),
+}
+
+fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
+    let mut args = Args {
+        file: None,
+        filter: None,
+        follow: true,
+        command: Vec::new(),
+    };
+    while let Some(arg) = argv.next() {
+        let Some(s) = arg.to_str().map(str::to_owned) else {
+            args.command.push(arg);
+            break;
+        };
+        match s.as_str() {
+            "-h" | "--help" => return Parsed::Help,
+            "--" => break,
+            "--no-follow" => args.follow = false,
+            "-w" | "-f" => {
+                let Some(v) = argv.next().and_then(|v| v.into_string().ok()) else {
+                    return Parsed::Usage(format!("option {s} needs a value"));
+                };
+                if s == "-w" {
+                    args.file = Some(v);
+                } else {
+                    args.filter = Some(v);
+                }
+            }
+            _ if s.starts_with('-') && s.len() > 1 => {
+                return Parsed::Usage(format!("unknown option '{s}'"))
+            }
+            _ => {
+                args.command.push(arg);
+                break;
+            }
+        }
+    }
+    args.command.extend(argv);
+    if args.command.is_empty() {
+        return Parsed::Usage("no COMMAND given".into());
+    }
+    Parsed::Run(args)
+}
+
+/// The preload library: $NETINTERCEPT_LIB, else `libnetintercept.so` beside this executable.
+fn library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("NETINTERCEPT_LIB").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return std::fs::canonicalize(&p)
+            .map_err(|e| format!("NETINTERCEPT_LIB '{}': {e}", p.display()));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let lib = exe.with_file_name("libnetintercept.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "library not found at '{}' (set NETINTERCEPT_LIB)",
+            lib.display()
+        ))
+    }
+}
+
+/// `cmd` resolved through PATH as execvp would.
+fn resolve(cmd: &Path) -> Option<PathBuf> {
+    if cmd.components().count() > 1 {
+        return Some(cmd.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// Whether `bytes` are an ELF executable without a program interpreter (statically linked).
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return false; // not a 64-bit little-endian ELF (scripts and others are not judged)
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let Some(phoff) = u64_at(32) else {
+        return false;
+    };
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| u32_at(phoff as usize + i * phentsize) != Some(PT_INTERP))
+}
+
+fn warn_if_static(cmd: &Path) {
+    let Some(path) = resolve(cmd) else { return };
+    let mut head = vec![0u8; 4096];
+    let Ok(n) = std::fs::File::open(&path).and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+    else {
+        return;
+    };
+    if is_static_elf(&head[..n]) {
+        eprintln!(
+            "netintercept: '{}' is statically linked: the dynamic loader never runs in it, so nothing is preloaded and nothing can be captured",
+            path.display()
+        );
+    }
+}
+
+/// Capture files written during this run: the pattern's fixed prefix, changed since `since`.
+fn captures_since(pattern: &str, since: SystemTime) -> Vec<PathBuf> {
+    let fixed = pattern.split('%').next().unwrap_or("");
+    let fixed = Path::new(fixed);
+    let (dir, prefix) = if pattern.ends_with('/') || fixed.file_name().is_none() {
+        (fixed.to_path_buf(), String::new())
+    } else {
+        (
+            fixed.parent().map(Path::to_path_buf).unwrap_or_default(),
+            fixed
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        })
+        .map(|e| {
+            if dir == Path::new(".") {
+                PathBuf::from(e.file_name())
+            } else {
+                e.path()
+            }
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Run the CLI with `argv` (without the program name); returns the exit status.
+pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
+    let args = match parse(argv) {
+        Parsed::Help => {
+            print!("{HELP}");
+            return 0;
+        }
+        Parsed::Usage(msg) => {
+            eprintln!("netintercept: {msg}\n\n{HELP}");
+            return 2;
+        }
+        Parsed::Run(a) => a,
+    };
+    let lib = match library() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("netintercept: {e}");
+            return 2;
+        }
+    };
+    warn_if_static(Path::new(&args.command[0]));
+    let pattern = args
+        .file
+        .clone()
+        .or_else(|| {
+            std::env::var("NETINTERCEPT_FILE")
+                .ok()
+                .filter(|f| !f.is_empty())
+        })
+        .unwrap_or_else(|| config::DEFAULT_FILE.to_string());
+    let mut preload = lib.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let start = SystemTime::now();
+    let start_ns = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..])
+        .env("LD_PRELOAD", preload)
+        .env("NETINTERCEPT_FILE", &pattern)
+        .env(config::SESSION_VAR, start_ns.to_string());
+    if let Some(f) = &args.filter {
+        cmd.env("NETINTERCEPT_FILTER", f);
+    }
+    if !args.follow {
+        cmd.env("NETINTERCEPT_FOLLOW", "0");
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "netintercept: cannot run '{}': {e}",
+                args.command[0].to_string_lossy()
+            );
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    // Like a shell waiting for a foreground job: the terminal's ^C and ^\ are for the program.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netintercept: waiting for the program failed: {e}");
+            return 2;
+        }
+    };
+    let files = captures_since(&pattern, start);
+    if files.is_empty() {
+        eprintln!("netintercept: no packets captured, no capture file written");
+    }
+    for f in files {
+        eprintln!("netintercept: capture written to '{}'", f.display());
+    }
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Parsed {
+        parse(v.iter().map(OsString::from).collect::<Vec<_>>().into_iter())
+    }
+
+    #[test]
+    fn parses_options_then_command() {
+        let Parsed::Run(a) = args(&["-w", "x.pcap", "-f", "tcp", "curl", "-w", "y"]) else {
+            panic!("expected a command");
+        };
+        assert_eq!(a.file.as_deref(), Some("x.pcap"));
+        assert_eq!(a.filter.as_deref(), Some("tcp"));
+        assert_eq!(a.command, ["curl", "-w", "y"]);
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let Parsed::Run(a) = args(&["--no-follow", "--", "-weird"]) else {
+            panic!("expected a command");
+        };
+        assert!(!a.follow);
+        assert_eq!(a.command, ["-weird"]);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(matches!(args(&[]), Parsed::Usage(_)));
+        assert!(matches!(args(&["-w"]), Parsed::Usage(_)));
+        assert!(matches!(args(&["--bogus", "x"]), Parsed::Usage(_)));
+        assert!(matches!(args(&["--help"]), Parsed::Help));
+    }
+
+    #[test]
+    fn static_detection_reads_program_headers() {
+        let sh = std::fs::read("/bin/sh").expect("/bin/sh");
+        assert!(!is_static_elf(&sh));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+    }
+}

@@ -1,0 +1,228 @@
+//! The capture file: claimed on the first packet, buffered, flushed at bounded intervals and exit.
+//!
+//! Claiming a name: open without following a symlink, create 0600, take an exclusive `flock`, and
+//! truncate only a file that no live traced process holds and that was last written before this
+//! run began (`config::SESSION_VAR`). Otherwise (the name belongs to another process of this run,
+//! or this is a fork child of a pattern without `%p`) the process writes `<name>.<pid>`. So two
+//! processes never write the same file, and a later process never clobbers an earlier one's.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::{config, guard, output_path, sys};
+
+/// Buffered bytes that trigger a write on the data path.
+const HIGH_WATER: usize = 1 << 20;
+
+enum FileState {
+    /// No packet yet: no file.
+    Unclaimed,
+    Open {
+        fd: i32,
+        path: String,
+    },
+    /// The file could not be written; the reason was printed once.
+    Disabled,
+}
+
+struct Sink {
+    file: FileState,
+    buf: Vec<u8>,
+    /// Set in a fork child: the inherited name belongs to the parent.
+    forked: bool,
+    flusher: bool,
+    start_secs: u64,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    file: FileState::Unclaimed,
+    buf: Vec::new(),
+    forked: false,
+    flusher: false,
+    start_secs: 0,
+});
+
+fn lock() -> Option<MutexGuard<'static, Sink>> {
+    if guard::nested() {
+        let g = SINK.try_lock();
+        if g.is_none() {
+            guard::count_dropped();
+        }
+        g
+    } else {
+        Some(SINK.lock())
+    }
+}
+
+/// Record the process start time used by `%t`.
+pub fn set_start(start_secs: u64) {
+    SINK.lock().start_secs = start_secs;
+}
+
+/// Append one synthesized packet, stamped now, to the capture.
+pub fn emit(packet: &[u8]) {
+    let ts = sys::now();
+    let Some(mut sink) = lock() else { return };
+    if let FileState::Unclaimed = sink.file {
+        sink.claim();
+    }
+    if let FileState::Open { .. } = sink.file {
+        synth::pcap_record(ts, packet, &mut sink.buf);
+        if sink.buf.len() >= HIGH_WATER {
+            sink.write_out();
+        }
+    }
+    if !sink.flusher && !guard::nested() {
+        sink.flusher = true;
+        start_flusher();
+    }
+}
+
+/// Write everything buffered to the file now.
+pub fn flush() {
+    if let Some(mut sink) = lock() {
+        sink.write_out();
+    }
+}
+
+/// Where this process's capture goes, once claimed.
+pub fn path() -> Option<String> {
+    match &SINK.lock().file {
+        FileState::Open { path, .. } => Some(path.clone()),
+        _ => None,
+    }
+}
+
+/// In a fork child: drop the parent's buffered packets (the parent writes them) and its file.
+///
+/// # Safety
+/// Only in a fork child before any other thread exists.
+pub unsafe fn after_fork_child() {
+    if SINK.is_locked() {
+        // SAFETY: the holder was a thread of the parent; it does not exist in the child.
+        unsafe { SINK.force_unlock() };
+    }
+    let mut sink = SINK.lock();
+    if let FileState::Open { fd, .. } = sink.file {
+        sys::close(fd);
+    }
+    sink.file = FileState::Unclaimed;
+    sink.buf.clear();
+    sink.forked = true;
+    sink.flusher = false;
+}
+
+fn start_flusher() {
+    let every = Duration::from_millis(config::get().flush_ms);
+    let spawned = std::thread::Builder::new()
+        .name("netintercept-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let _entered = guard::enter();
+            flush();
+        });
+    if spawned.is_err() {
+        SINK.lock().flusher = false;
+    }
+}
+
+impl Sink {
+    fn report(&mut self, path: &str, errno: i32) {
+        sys::report(&format!(
+            "cannot write capture to '{path}': {}",
+            sys::strerror(errno)
+        ));
+        self.file = FileState::Disabled;
+        self.buf = Vec::new();
+    }
+
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let FileState::Open { fd, ref path } = self.file {
+            if let Err(e) = sys::write_all(fd, &self.buf) {
+                let path = path.clone();
+                sys::close(fd);
+                self.report(&path, e);
+                return;
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn claim(&mut self) {
+        let cfg = config::get();
+        let info = output_path::ProcessInfo::current(self.start_secs);
+        let base = output_path::expand(&cfg.file_pattern, &info);
+        let shared_name = !output_path::is_per_process(&cfg.file_pattern);
+        let mut candidates = Vec::with_capacity(3);
+        if !(self.forked && shared_name) {
+            candidates.push(base.clone());
+        }
+        candidates.push(format!("{base}.{}", info.pid));
+        candidates.push(format!("{base}.{}.{}", info.pid, cfg.session_start_ns));
+        for path in candidates {
+            match try_claim(&path, cfg.session_start_ns) {
+                Ok(Some(fd)) => {
+                    self.file = FileState::Open { fd, path };
+                    self.buf.extend_from_slice(&synth::pcap_header());
+                    return;
+                }
+                Ok(None) => continue,
+                Err(e) => return self.report(&path, e),
+            }
+        }
+        self.report(&base, libc::EEXIST);
+    }
+}
+
+/// Open and lock `path` for this process: `Ok(None)` when another process of this run has it.
+fn try_claim(path: &str, session_start_ns: u128) -> Result<Option<i32>, i32> {
+    let c_path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    let fd = sys::open(
+        &c_path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o600,
+    )?;
+    let keep = (|| {
+        let st = sys::fstat(fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(libc::EISDIR);
+        }
+        if sys::flock(fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            return Ok(false);
+        }
+        let mtime_ns = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
+        if st.st_size > 0 && mtime_ns >= session_start_ns as i128 {
+            return Ok(false);
+        }
+        sys::ftruncate(fd, 0)?;
+        Ok(true)
+    })();
+    match keep {
+        Ok(true) => Ok(Some(fd)),
+        Ok(false) => {
+            sys::close(fd);
+            Ok(None)
+        }
+        Err(e) => {
+            sys::close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// Unused-name check for tests and the CLI: the path a process would use is `base` or a suffix.
+pub fn is_capture_of(base: &str, candidate: &str) -> bool {
+    candidate == base
+        || candidate
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| {
+                rest.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            })
+}

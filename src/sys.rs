@@ -1,0 +1,244 @@
+//! Raw system calls for the library's own I/O.
+//!
+//! Everything here goes through `libc::syscall`, never through a libc wrapper that our hooks
+//! interpose, so the capture's own writes, opens and address look-ups are never intercepted.
+//! Each function returns `Err(errno)` rather than touching the caller-visible `errno`… except that
+//! the syscall wrapper itself sets `errno`; callers inside hooks restore it afterwards.
+
+use std::ffi::CStr;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::sockaddr;
+
+fn cvt(ret: libc::c_long) -> Result<libc::c_long, i32> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Set the calling thread's `errno`.
+pub fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Write all of `bytes`, retrying partial writes and EINTR.
+///
+/// # References
+/// write(2)
+pub fn write_all(fd: i32, mut bytes: &[u8]) -> Result<(), i32> {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe a live slice.
+        let r = unsafe { libc::syscall(libc::SYS_write, fd, bytes.as_ptr(), bytes.len()) };
+        match cvt(r) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => bytes = &bytes[n as usize..],
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Open `path` with `flags` and `mode`.
+///
+/// # References
+/// openat(2)
+pub fn open(path: &CStr, flags: i32, mode: u32) -> Result<i32, i32> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, mode) };
+    cvt(r).map(|fd| fd as i32)
+}
+
+/// Close `fd`, ignoring the result (there is nothing to do about a failed close of our file).
+///
+/// # References
+/// close(2)
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor number has no memory-safety requirement.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// Apply `flock(2)` operation `op` to `fd`.
+pub fn flock(fd: i32, op: i32) -> Result<(), i32> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::syscall(libc::SYS_flock, fd, op) }).map(|_| ())
+}
+
+/// Truncate `fd` to `len` bytes.
+///
+/// # References
+/// ftruncate(2)
+pub fn ftruncate(fd: i32, len: i64) -> Result<(), i32> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::syscall(libc::SYS_ftruncate, fd, len) }).map(|_| ())
+}
+
+/// `fstat` of `fd`.
+///
+/// # References
+/// fstat(2)
+pub fn fstat(fd: i32) -> Result<libc::stat, i32> {
+    // SAFETY: an all-zero `stat` is a valid value of a plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`.
+    cvt(unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
+    Ok(st)
+}
+
+/// Remove `path`.
+///
+/// # References
+/// unlinkat(2)
+pub fn unlink(path: &CStr) -> Result<(), i32> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) }).map(|_| ())
+}
+
+fn sock_name(nr: libc::c_long, fd: i32) -> Option<SocketAddr> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` and `len` are valid and writable, `len` holds the buffer size.
+    let r = unsafe {
+        libc::syscall(
+            nr,
+            fd,
+            &mut ss as *mut libc::sockaddr_storage,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled `len` bytes of `ss`.
+    unsafe { sockaddr::to_socket_addr(&ss as *const _ as *const libc::sockaddr, len) }
+}
+
+/// The local address of socket `fd`, if it is an IP socket.
+///
+/// # References
+/// getsockname(2)
+pub fn local_addr(fd: i32) -> Option<SocketAddr> {
+    sock_name(libc::SYS_getsockname, fd)
+}
+
+/// The peer address of socket `fd`, if it is a connected IP socket.
+///
+/// # References
+/// getpeername(2)
+pub fn peer_addr(fd: i32) -> Option<SocketAddr> {
+    sock_name(libc::SYS_getpeername, fd)
+}
+
+/// An integer socket option of `fd`; `Err` when the kernel (or a sandbox) refuses.
+///
+/// # References
+/// getsockopt(2)
+pub fn sockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid and writable.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            level,
+            name,
+            &mut v as *mut libc::c_int,
+            &mut len as *mut libc::socklen_t,
+        )
+    })?;
+    Ok(v)
+}
+
+/// The source address the kernel would route from towards `dst`, found with a throw-away connected
+/// UDP socket (connecting UDP sends nothing).
+pub fn route_source(dst: SocketAddr) -> Option<std::net::IpAddr> {
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: no pointers involved.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_socket,
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })
+    .ok()? as i32;
+    let (ss, len) = sockaddr::from_socket_addr(dst);
+    // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_connect,
+            fd,
+            &ss as *const libc::sockaddr_storage,
+            len,
+        )
+    };
+    let ip = if r == 0 {
+        local_addr(fd).map(|a| a.ip())
+    } else {
+        None
+    };
+    close(fd);
+    ip
+}
+
+/// This process's id, straight from the kernel (not glibc's cache, which a vfork child shares).
+pub fn getpid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// This thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Wall-clock time since the Unix epoch (vDSO, no syscall on x86-64).
+pub fn now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// The text of `errno` value `e`.
+pub fn strerror(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Print one `netintercept: …` line on stderr, without going through our hooks.
+pub fn report(line: &str) {
+    let mut msg = String::with_capacity(line.len() + 15);
+    msg.push_str("netintercept: ");
+    msg.push_str(line);
+    msg.push('\n');
+    let _ = write_all(2, msg.as_bytes());
+}
