@@ -27,6 +27,9 @@ pub struct ConnState {
     pub owner_pid: i32,
     /// How many descriptors refer to it; the connection ends when the last one closes.
     pub refs: u32,
+    /// The socket's identity (st_dev, st_ino): a descriptor number reused for another socket
+    /// behind our back has another.
+    pub ident: (u64, u64),
     pub proto: Proto,
 }
 
@@ -82,11 +85,12 @@ static FREE: Mutex<Vec<&'static Connection>> = Mutex::new(Vec::new());
 
 impl Connection {
     /// A connection in state `proto`, owned by `pid`, referred to by one descriptor.
-    pub fn alloc(proto: Proto, pid: i32) -> &'static Connection {
+    pub fn alloc(proto: Proto, pid: i32, ident: (u64, u64)) -> &'static Connection {
         let datagram = matches!(proto, Proto::Udp(_));
         let fresh = ConnState {
             owner_pid: pid,
             refs: 1,
+            ident,
             proto,
         };
         let reused = if guard::nested() {

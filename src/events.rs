@@ -20,13 +20,18 @@ pub fn is_tracked(fd: i32) -> bool {
 }
 
 /// Run bookkeeping `f` with `errno` preserved, the guard held, and any panic contained.
+///
+/// Signals are blocked meanwhile, so a handler that uses a socket never runs on this thread while
+/// it holds one of our locks (they are delivered as soon as the bookkeeping ends).
 pub fn record(f: impl FnOnce()) {
     let saved = sys::errno();
+    let mask = sys::block_signals();
     if let Some(_entered) = guard::enter() {
         if catch_unwind(AssertUnwindSafe(f)).is_err() {
             guard::count_dropped();
         }
     }
+    sys::restore_signals(mask);
     sys::set_errno(saved);
 }
 
@@ -58,10 +63,18 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32) {
 /// Start tracking `fd` as a new connection, ending whatever the number referred to before (a close
 /// we did not see).
 fn track(fd: i32, proto: Proto) {
-    let conn = Connection::alloc(proto, sys::getpid());
+    if !crate::process::enabled() {
+        return;
+    }
+    let conn = Connection::alloc(proto, sys::getpid(), identity(fd).unwrap_or_default());
     if let Some(old) = fd_table::set(fd, conn) {
         drop_ref(old);
     }
+}
+
+/// A descriptor's identity: the socket inode behind the number.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
 }
 
 /// One descriptor of `conn` went away: end the connection when it was the last.
@@ -86,6 +99,160 @@ pub fn on_close(fd: i32) {
     }
 }
 
+/// `close_range(first, last)` or `closefrom(first)` is about to close every descriptor in range.
+pub fn on_close_range(first: u32, last: u32) {
+    let first = first.min(i32::MAX as u32) as i32;
+    let last = last.min(i32::MAX as u32) as i32;
+    let mut doomed = Vec::new();
+    fd_table::for_each(|fd, _| {
+        if (first..=last).contains(&fd) {
+            doomed.push(fd);
+        }
+    });
+    for fd in doomed {
+        on_close(fd);
+    }
+}
+
+/// `dup`, `dup2`, `dup3` or `fcntl(F_DUPFD…)` made `new` a copy of `old`: the same connection.
+/// Whatever `new` referred to before was closed by the call.
+pub fn on_dup(old: i32, new: i32) {
+    if old == new {
+        return;
+    }
+    match fd_table::get(old) {
+        Some(conn) => {
+            {
+                let Some(mut st) = conn.lock() else { return };
+                st.refs += 1;
+            }
+            if let Some(prev) = fd_table::set(new, conn) {
+                drop_ref(prev);
+            }
+        }
+        None => on_close(new),
+    }
+}
+
+/// Look at a descriptor we never saw created (inherited, received with SCM_RIGHTS, or made inside
+/// libc) and track it if it is an IPv4/IPv6 socket. A refused look (a sandbox) leaves it unknown.
+pub fn discover(fd: i32) {
+    if !matches!(fd_table::known(fd), fd_table::Known::Unknown) || !crate::process::enabled() {
+        return;
+    }
+    let Ok(st) = sys::fstat(fd) else { return };
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        fd_table::mark_not_ip(fd);
+        return;
+    }
+    let Some(local) = sys::local_addr(fd) else {
+        // Not an IP socket (getsockname of a unix socket gives another family).
+        fd_table::mark_not_ip(fd);
+        return;
+    };
+    let Ok(ty) = sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
+        return;
+    };
+    let peer = sys::peer_addr(fd);
+    match ty {
+        libc::SOCK_STREAM => {
+            let listening = sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Ok(1);
+            track(fd, Proto::Tcp(Tcp::Fresh));
+            let Some(mut cs) = lock_fd(fd) else { return };
+            match peer {
+                _ if listening => cs.proto = Proto::Tcp(Tcp::Listening),
+                Some(remote) => {
+                    // We did not see who connected: the side with the higher (ephemeral) port is
+                    // the likelier client.
+                    let client = if local.port() >= remote.port() {
+                        Side::Local
+                    } else {
+                        Side::Remote
+                    };
+                    let mut stream =
+                        Box::new(TcpStream::new(local, remote, next_isn(), next_isn()));
+                    stream.open(client, &mut emit);
+                    cs.proto = Proto::Tcp(Tcp::Open(stream));
+                }
+                None => {}
+            }
+        }
+        libc::SOCK_DGRAM => {
+            let mut udp = Udp::new();
+            udp.local = Some(local);
+            udp.peer = peer;
+            track(fd, Proto::Udp(udp));
+        }
+        _ => fd_table::mark_not_ip(fd),
+    }
+}
+
+/// Descriptors that arrived in an SCM_RIGHTS message: new numbers, whatever we knew of them is
+/// stale.
+pub fn on_received_fds(fds: &[i32]) {
+    for &fd in fds {
+        on_close(fd);
+        fd_table::take(fd);
+        discover(fd);
+    }
+}
+
+/// Every descriptor found open when the library loaded (inherited over exec).
+pub fn discover_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        discover(fd);
+    }
+}
+
+/// End connections whose descriptor was closed where no hook saw it (a raw syscall, inside libc)
+/// or now names another socket; the new socket is discovered.
+pub fn reap_vanished() {
+    let mut vanished = Vec::new();
+    fd_table::for_each(|fd, conn| {
+        let recorded = match conn.lock() {
+            Some(st) if !matches!(st.proto, Proto::Free) => st.ident,
+            _ => return,
+        };
+        match sys::fstat(fd) {
+            Err(libc::EBADF) => vanished.push((fd, conn, false)),
+            Ok(st) if (st.st_dev, st.st_ino) != recorded => vanished.push((fd, conn, true)),
+            _ => {}
+        }
+    });
+    for (fd, conn, reused) in vanished {
+        if fd_table::take_if(fd, conn) {
+            drop_ref(conn);
+            if reused {
+                discover(fd);
+            }
+        }
+    }
+}
+
+/// `sendfile` sent `sent` bytes of `in_fd` starting at `offset` to the socket `out`: the bytes
+/// are read back with pread, which leaves the file's offset alone.
+pub fn on_sendfile(out: i32, in_fd: i32, offset: i64, sent: usize) {
+    let mut buf = vec![0u8; sent.min(1 << 16)];
+    let mut done = 0usize;
+    while done < sent {
+        let want = (sent - done).min(buf.len());
+        match sys::pread(in_fd, &mut buf[..want], offset + done as i64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                on_send(out, &&buf[..n], None);
+                done += n;
+            }
+        }
+    }
+}
+
 /// A completed connect, from the state the socket is in; `local` is read from the kernel.
 fn open_tcp(fd: i32, st: &mut ConnState, remote: SocketAddr, client: Side) {
     let local = sys::local_addr(fd).unwrap_or_else(|| unspecified_like(remote));
@@ -105,6 +272,7 @@ fn unspecified_like(addr: SocketAddr) -> SocketAddr {
 
 /// `connect(fd, remote)` returned `ret` with `errno`.
 pub fn on_connect(fd: i32, remote: Option<SocketAddr>, ret: i32, errno: i32) {
+    replace_if_reused(fd);
     let Some(mut st) = lock_fd(fd) else { return };
     match &mut st.proto {
         Proto::Tcp(tcp) => {
@@ -131,6 +299,27 @@ pub fn on_connect(fd: i32, remote: Option<SocketAddr>, ret: i32, errno: i32) {
             }
         }
         Proto::Free => {}
+    }
+}
+
+/// A connect on a connection we think is already open: if the number now names another socket
+/// (closed and reused behind our back), end the old connection and start the new one.
+fn replace_if_reused(fd: i32) {
+    let Some(conn) = fd_table::get(fd) else {
+        return;
+    };
+    let stale = match conn.lock() {
+        Some(st) => {
+            matches!(
+                st.proto,
+                Proto::Tcp(Tcp::Open(_) | Tcp::Done | Tcp::Listening)
+            ) && identity(fd).is_some_and(|id| id != st.ident)
+        }
+        None => false,
+    };
+    if stale && fd_table::take_if(fd, conn) {
+        drop_ref(conn);
+        discover(fd);
     }
 }
 

@@ -58,32 +58,94 @@ fn slot_or_grow(fd: i32) -> Option<&'static AtomicPtr<Connection>> {
     Some(unsafe { &(*chunk)[lo] })
 }
 
+/// Marks a descriptor already found not to be an IPv4/IPv6 socket (never dereferenced).
+const NOT_IP: *mut Connection = std::ptr::dangling_mut();
+
+fn as_conn(p: *mut Connection) -> Option<&'static Connection> {
+    if p == NOT_IP {
+        return None;
+    }
+    // SAFETY: any other non-null pointer is a leaked `'static` connection (never freed).
+    unsafe { p.as_ref() }
+}
+
+/// What the table knows of a descriptor.
+pub enum Known {
+    /// Never seen, or closed since: a socket call on it should look at what it is.
+    Unknown,
+    /// Looked at: not an IPv4/IPv6 socket.
+    NotIp,
+    Tracked(&'static Connection),
+}
+
+/// What the table knows of `fd`.
+pub fn known(fd: i32) -> Known {
+    let Some(s) = slot(fd) else {
+        return Known::Unknown;
+    };
+    let p = s.load(Ordering::Acquire);
+    if p.is_null() {
+        Known::Unknown
+    } else if p == NOT_IP {
+        Known::NotIp
+    } else {
+        as_conn(p).map_or(Known::Unknown, Known::Tracked)
+    }
+}
+
+/// Remember that `fd` is not an IP socket, unless something was recorded for it meanwhile.
+pub fn mark_not_ip(fd: i32) {
+    if let Some(s) = slot_or_grow(fd) {
+        let _ = s.compare_exchange(ptr::null_mut(), NOT_IP, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
 /// The connection `fd` refers to, if it is tracked.
 #[inline]
 pub fn get(fd: i32) -> Option<&'static Connection> {
-    let p = slot(fd)?.load(Ordering::Acquire);
-    // SAFETY: connections are leaked `'static` objects (never freed).
-    unsafe { p.as_ref() }
+    as_conn(slot(fd)?.load(Ordering::Acquire))
+}
+
+/// Whether anything is recorded for `fd` (a close must then forget it).
+#[inline]
+pub fn is_known(fd: i32) -> bool {
+    slot(fd).is_some_and(|s| !s.load(Ordering::Relaxed).is_null())
 }
 
 /// Whether `fd` is a tracked socket: the hot-path test, one or two atomic loads.
 #[inline]
 pub fn is_tracked(fd: i32) -> bool {
-    slot(fd).is_some_and(|s| !s.load(Ordering::Relaxed).is_null())
+    slot(fd).is_some_and(|s| {
+        let p = s.load(Ordering::Relaxed);
+        !p.is_null() && p != NOT_IP
+    })
 }
 
 /// Make `fd` refer to `conn`, returning what it referred to before.
 pub fn set(fd: i32, conn: &'static Connection) -> Option<&'static Connection> {
-    let old = slot_or_grow(fd)?.swap(conn as *const _ as *mut _, Ordering::AcqRel);
-    // SAFETY: as in `get`.
-    unsafe { old.as_ref() }
+    as_conn(slot_or_grow(fd)?.swap(conn as *const _ as *mut _, Ordering::AcqRel))
 }
 
-/// Stop tracking `fd`, returning what it referred to.
+/// Forget `fd` (closed), returning the connection it referred to.
 pub fn take(fd: i32) -> Option<&'static Connection> {
-    let old = slot(fd)?.swap(ptr::null_mut(), Ordering::AcqRel);
-    // SAFETY: as in `get`.
-    unsafe { old.as_ref() }
+    let s = slot(fd)?;
+    if s.load(Ordering::Relaxed).is_null() {
+        return None;
+    }
+    as_conn(s.swap(ptr::null_mut(), Ordering::AcqRel))
+}
+
+/// Forget `fd` only if it still refers to `conn`.
+pub fn take_if(fd: i32, conn: &'static Connection) -> bool {
+    slot(fd).is_some_and(|s| {
+        s.compare_exchange(
+            conn as *const _ as *mut _,
+            ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    })
 }
 
 /// Every tracked descriptor and its connection (for exit and fork handling).
@@ -95,8 +157,7 @@ pub fn for_each(mut f: impl FnMut(i32, &'static Connection)) {
         }
         // SAFETY: as in `slot`.
         for (lo, s) in unsafe { &*chunk }.iter().enumerate() {
-            // SAFETY: as in `get`.
-            if let Some(c) = unsafe { s.load(Ordering::Acquire).as_ref() } {
+            if let Some(c) = as_conn(s.load(Ordering::Acquire)) {
                 f(((hi << CHUNK_BITS) | lo) as i32, c);
             }
         }

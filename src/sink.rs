@@ -19,10 +19,8 @@ const HIGH_WATER: usize = 1 << 20;
 enum FileState {
     /// No packet yet: no file.
     Unclaimed,
-    Open {
-        fd: i32,
-        path: String,
-    },
+    /// Claimed by process `pid`.
+    Open { fd: i32, path: String, pid: i32 },
     /// The file could not be written; the reason was printed once.
     Disabled,
 }
@@ -87,6 +85,16 @@ pub fn flush() {
     }
 }
 
+/// Flush, unless this is a vfork child sharing its parent's buffer.
+pub fn flush_if_owner() {
+    let Some(mut sink) = lock() else { return };
+    if let FileState::Open { pid, .. } = sink.file {
+        if pid == sys::getpid() {
+            sink.write_out();
+        }
+    }
+}
+
 /// Where this process's capture goes, once claimed.
 pub fn path() -> Option<String> {
     match &SINK.lock().file {
@@ -121,6 +129,7 @@ fn start_flusher() {
         .spawn(move || loop {
             std::thread::sleep(every);
             let _entered = guard::enter();
+            crate::events::reap_vanished();
             flush();
         });
     if spawned.is_err() {
@@ -142,7 +151,7 @@ impl Sink {
         if self.buf.is_empty() {
             return;
         }
-        if let FileState::Open { fd, ref path } = self.file {
+        if let FileState::Open { fd, ref path, .. } = self.file {
             if let Err(e) = sys::write_all(fd, &self.buf) {
                 let path = path.clone();
                 sys::close(fd);
@@ -167,7 +176,11 @@ impl Sink {
         for path in candidates {
             match try_claim(&path, cfg.session_start_ns) {
                 Ok(Some(fd)) => {
-                    self.file = FileState::Open { fd, path };
+                    self.file = FileState::Open {
+                        fd,
+                        path,
+                        pid: info.pid,
+                    };
                     self.buf.extend_from_slice(&synth::pcap_header());
                     return;
                 }

@@ -97,10 +97,8 @@ mod tests {
         assert_eq!(unsafe { to_socket_addr(std::ptr::null(), 16) }, None);
         let (ss, _) = from_socket_addr("127.0.0.1:1".parse().expect("literal"));
         // SAFETY: `ss` is readable for its whole size.
-        assert_eq!(
-            unsafe { to_socket_addr(&ss as *const _ as *const libc::sockaddr, 4) },
-            None
-        );
+        let short = unsafe { to_socket_addr(&ss as *const _ as *const libc::sockaddr, 4) };
+        assert_eq!(short, None);
         // SAFETY: an all-zero storage is valid.
         let mut un: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         un.ss_family = libc::AF_UNIX as libc::sa_family_t;

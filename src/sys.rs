@@ -242,3 +242,56 @@ pub fn report(line: &str) {
     msg.push('\n');
     let _ = write_all(2, msg.as_bytes());
 }
+
+/// Read up to `buf.len()` bytes of `fd` at `offset` without moving its file offset.
+///
+/// # References
+/// pread(2)
+pub fn pread(fd: i32, buf: &mut [u8], offset: i64) -> Result<usize, i32> {
+    // SAFETY: `buf` is a valid, writable slice of the given length.
+    let r = unsafe { libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) };
+    cvt(r).map(|n| n as usize)
+}
+
+/// The current file offset of `fd`.
+///
+/// # References
+/// lseek(2)
+pub fn tell(fd: i32) -> Result<i64, i32> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::syscall(libc::SYS_lseek, fd, 0 as libc::off_t, libc::SEEK_CUR) })
+}
+
+/// Block every blockable signal on this thread, returning the previous mask.
+///
+/// # References
+/// rt_sigprocmask(2)
+pub fn block_signals() -> u64 {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: both masks are valid 8-byte kernel sigsets; the kernel ignores SIGKILL and SIGSTOP.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
+    };
+    old
+}
+
+/// Put back a mask returned by [`block_signals`].
+pub fn restore_signals(mask: u64) {
+    // SAFETY: `mask` is a valid 8-byte kernel sigset.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+}

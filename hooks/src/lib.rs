@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use netintercept_core::events::{self, record, IoVecs};
-use netintercept_core::{process, sockaddr as sa, sys};
+use netintercept_core::{fd_table, process, sockaddr as sa, sys};
 
 /// Define an interposed symbol with its real counterpart cached in `$real_static`.
 macro_rules! hook {
@@ -78,6 +78,14 @@ fn ret_len(ret: ssize_t) -> usize {
     ret.max(0) as usize
 }
 
+/// On a call that only sockets accept: look at a descriptor we never saw created.
+#[inline]
+fn discover_unknown(fd: c_int) {
+    if !fd_table::is_known(fd) {
+        record(|| events::discover(fd));
+    }
+}
+
 /// An iovec array as a slice.
 ///
 /// # Safety
@@ -112,6 +120,7 @@ hook!(REAL_SOCKET, fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int
 });
 
 hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
     if events::is_tracked(fd) {
@@ -157,6 +166,7 @@ hook!(REAL_ACCEPT4, fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen
 });
 
 hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, how) };
     if ret == 0 && events::is_tracked(fd) {
@@ -166,7 +176,7 @@ hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
 });
 
 hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
-    if events::is_tracked(fd) {
+    if fd_table::is_known(fd) {
         // Forget the descriptor first: once closed, its number may be reused by another thread.
         record(|| events::on_close(fd));
     }
@@ -200,6 +210,7 @@ hook!(REAL_WRITE, fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
 });
 
 hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags) };
     if events::is_tracked(fd) {
@@ -212,6 +223,7 @@ hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
 });
 
 hook!(REAL_SENDTO, fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags, addr, alen) };
     if events::is_tracked(fd) {
@@ -253,6 +265,7 @@ unsafe fn message<'a>(msg: &'a msghdr, sent: usize) -> (IoVecs<'a>, Option<Socke
 }
 
 hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msg, flags) };
     if events::is_tracked(fd) && !msg.is_null() {
@@ -265,6 +278,7 @@ hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> s
 });
 
 hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags) };
     if events::is_tracked(fd) && !msgs.is_null() {
@@ -300,6 +314,7 @@ unsafe fn receive(
     alen: *mut socklen_t,
     direct: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
+    // SAFETY: an all-zero sockaddr_storage is valid.
     let mut own: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut own_len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
     let substitute = addr.is_null() && events::is_datagram(fd);
@@ -364,6 +379,7 @@ hook!(REAL_READ, fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t,
 });
 
 hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
+    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, flags) };
@@ -373,6 +389,7 @@ hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int)
 });
 
 hook!(REAL_RECVFROM, fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
+    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, flags, addr, alen) };
@@ -392,6 +409,7 @@ hook!(REAL_READ_CHK, fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, b
 });
 
 hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t, |real| {
+    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags) };
@@ -401,6 +419,7 @@ hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buf
 });
 
 hook!(REAL_RECVFROM_CHK, fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
+    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags, addr, alen) };
@@ -443,7 +462,33 @@ unsafe fn record_message(fd: c_int, msg: &msghdr, got: ssize_t, errno: c_int, fl
     record(|| events::on_receive_result(fd, got, requested, errno, &data, src));
 }
 
+/// Descriptors received in SCM_RIGHTS control messages.
+///
+/// # Safety
+/// `msg` is a msghdr whose control buffer the kernel just filled.
+unsafe fn passed_fds(msg: &msghdr) -> Vec<c_int> {
+    let mut fds = Vec::new();
+    // SAFETY: the CMSG_* walk stays within msg_controllen bytes of msg_control, as the kernel
+    // filled them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const c_int;
+                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<c_int>();
+                for i in 0..n {
+                    fds.push(std::ptr::read_unaligned(data.add(i)));
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    fds
+}
+
 hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, |real| {
+    discover_unknown(fd);
     if !events::is_tracked(fd) || msg.is_null() {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, msg, flags) };
@@ -466,6 +511,13 @@ hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssi
     let errno = sys::errno();
     // SAFETY: recvmsg just filled `*msg`.
     unsafe { record_message(fd, m, ret, errno, flags) };
+    if ret >= 0 && !m.msg_control.is_null() {
+        // SAFETY: the kernel filled msg_controllen bytes of control data.
+        let fds = unsafe { passed_fds(m) };
+        if !fds.is_empty() {
+            record(|| events::on_received_fds(&fds));
+        }
+    }
     if substitute {
         m.msg_name = std::ptr::null_mut();
         m.msg_namelen = saved_len;
@@ -475,6 +527,7 @@ hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssi
 });
 
 hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int, |real| {
+    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags, timeout) };
     if events::is_tracked(fd) && !msgs.is_null() {
@@ -490,4 +543,173 @@ hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
         }
     }
     ret
+});
+
+// ---- descriptors ----------------------------------------------------------------------------
+
+hook!(REAL_DUP, fn dup(old: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's argument unchanged.
+    let new = unsafe { real(old) };
+    if new >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+        record(|| events::on_dup(old, new));
+    }
+    new
+});
+
+hook!(REAL_DUP2, fn dup2(old: c_int, new: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(old, new) };
+    if ret >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+        record(|| events::on_dup(old, new));
+    }
+    ret
+});
+
+hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(old, new, flags) };
+    if ret >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+        record(|| events::on_dup(old, new));
+    }
+    ret
+});
+
+// fcntl is variadic in C; its one optional argument is an int or a pointer, which the x86-64 and
+// AArch64 calling conventions pass in the same register as a fixed third argument, so a
+// non-variadic definition receives it and passes it on unchanged.
+hook!(REAL_FCNTL, fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, cmd, arg) };
+    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fd_table::is_known(fd) {
+        record(|| events::on_dup(fd, ret));
+    }
+    ret
+});
+
+hook!(REAL_FCNTL64, fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, cmd, arg) };
+    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fd_table::is_known(fd) {
+        record(|| events::on_dup(fd, ret));
+    }
+    ret
+});
+
+hook!(REAL_CLOSE_RANGE, fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int, |real| {
+    if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+        record(|| events::on_close_range(first, last));
+    }
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(first, last, flags) }
+});
+
+static REAL_CLOSEFROM: netintercept_core::real_fn::RealFn =
+    netintercept_core::real_fn::RealFn::new(c"closefrom");
+
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    record(|| events::on_close_range(first.max(0) as c_uint, c_uint::MAX));
+    let p = REAL_CLOSEFROM.get();
+    if !p.is_null() {
+        // SAFETY: the next definition of closefrom has this signature.
+        let real = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int)>(p) };
+        // SAFETY: forwarding the caller's argument unchanged.
+        unsafe { real(first) }
+    }
+}
+
+hook!(REAL_GETSOCKNAME, fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
+    discover_unknown(fd);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(fd, addr, len) }
+});
+
+hook!(REAL_GETPEERNAME, fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
+    discover_unknown(fd);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(fd, addr, len) }
+});
+
+/// The file offset a sendfile starts at: `*offset` when given, else the file's own offset.
+///
+/// # Safety
+/// `offset` is null or valid.
+unsafe fn sendfile_start(in_fd: c_int, offset: *const libc::off_t) -> Option<i64> {
+    if offset.is_null() {
+        sys::tell(in_fd).ok()
+    } else {
+        // SAFETY: per the contract.
+        Some(unsafe { *offset })
+    }
+}
+
+hook!(REAL_SENDFILE, fn sendfile(out: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t, |real| {
+    if !events::is_tracked(out) {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        return unsafe { real(out, in_fd, offset, count) };
+    }
+    // SAFETY: the caller's `offset` is null or valid.
+    let start = unsafe { sendfile_start(in_fd, offset) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(out, in_fd, offset, count) };
+    if let (true, Some(start)) = (ret > 0, start) {
+        record(|| events::on_sendfile(out, in_fd, start, ret as usize));
+    }
+    ret
+});
+
+hook!(REAL_SENDFILE64, fn sendfile64(out: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t, |real| {
+    if !events::is_tracked(out) {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        return unsafe { real(out, in_fd, offset, count) };
+    }
+    // SAFETY: the caller's `offset` is null or valid.
+    let start = unsafe { sendfile_start(in_fd, offset) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(out, in_fd, offset, count) };
+    if let (true, Some(start)) = (ret > 0, start) {
+        record(|| events::on_sendfile(out, in_fd, start, ret as usize));
+    }
+    ret
+});
+
+// ---- exec: the new image starts with an empty buffer, so write ours first ------------------
+
+type CStrPtr = *const libc::c_char;
+type CStrArray = *const *const libc::c_char;
+
+hook!(REAL_EXECVE, fn execve(path: CStrPtr, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(path, argv, envp) }
+});
+
+hook!(REAL_EXECV, fn execv(path: CStrPtr, argv: CStrArray) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(path, argv) }
+});
+
+hook!(REAL_EXECVP, fn execvp(file: CStrPtr, argv: CStrArray) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(file, argv) }
+});
+
+hook!(REAL_EXECVPE, fn execvpe(file: CStrPtr, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(file, argv, envp) }
+});
+
+hook!(REAL_FEXECVE, fn fexecve(fd: c_int, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(fd, argv, envp) }
+});
+
+hook!(REAL_EXECVEAT, fn execveat(dirfd: c_int, path: CStrPtr, argv: CStrArray, envp: CStrArray, flags: c_int) -> c_int, |real| {
+    record(process::before_exec);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(dirfd, path, argv, envp, flags) }
 });
