@@ -1,0 +1,544 @@
+//! One TCP connection's synthetic wire state, and the segments each event turns into.
+//!
+//! The stream owns both sequence spaces and a scratch buffer; each event (`open`, `data`, `fin`,
+//! `refused`) appends its packets through the caller's callback, built in that buffer, so steady
+//! state allocates nothing. The segments are what an ideal loopback exchange would carry: no loss,
+//! a window no sender comes close to filling, and nothing Wireshark's TCP analysis would flag.
+//!
+//! # Panics
+//!
+//! Nothing here panics, whatever the addresses, payload sizes or order of events. A packet that
+//! etherparse refuses to build (which the segmentation rules out) is dropped, never unwrapped.
+
+use std::net::SocketAddr;
+
+use etherparse::{TcpHeader, TcpOptionElement};
+
+use crate::address::{Endpoints, MAX_TCP_PAYLOAD_V4, MAX_TCP_PAYLOAD_V6};
+use crate::seq_number::SeqNumber;
+
+/// Which end of a connection an event comes from, seen from the traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+impl Side {
+    /// The other end of the connection.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Local => Side::Remote,
+            Side::Remote => Side::Local,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The raw window field of every segment. Both SYNs announce `WINDOW_SHIFT`, so after the
+/// handshake it means 65,535 << 7, about 8 MiB, far above anything left unacknowledged.
+const WINDOW: u16 = u16::MAX;
+const WINDOW_SHIFT: u8 = 7;
+/// Unacknowledged bytes past which the receiver acknowledges before more data is sent, keeping
+/// bytes in flight (at most this plus one segment) well inside the window.
+const MAX_UNACKED: u32 = 1 << 20;
+
+/// One side's half of the connection.
+#[derive(Clone, Copy, Debug)]
+struct Half {
+    isn: SeqNumber,
+    /// Sequence number of the next byte (or FIN) this side sends.
+    next_seq: SeqNumber,
+    /// The acknowledgment number this side sent last.
+    last_ack: SeqNumber,
+    fin_sent: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing emitted yet.
+    Fresh,
+    /// Handshake done, or data or a FIN came first and the handshake is taken as done.
+    Established,
+    /// The peer refused the connection: no further segments.
+    Refused,
+}
+
+/// One TCP connection's synthetic wire state: addresses, both sequence spaces, FINs seen.
+pub struct TcpStream {
+    endpoints: Endpoints,
+    halves: [Half; 2],
+    phase: Phase,
+    scratch: Vec<u8>,
+}
+
+impl TcpStream {
+    /// A stream between `local` and `remote`; v4-mapped IPv6 addresses are written as IPv4.
+    pub fn new(local: SocketAddr, remote: SocketAddr, local_isn: u32, remote_isn: u32) -> Self {
+        // Each side starts as if the handshake had happened, so events arriving without one
+        // still give consistent sequence numbers.
+        let half = |isn: u32, peer_isn: u32| Half {
+            isn: SeqNumber(isn),
+            next_seq: SeqNumber(isn).add(1),
+            last_ack: SeqNumber(peer_isn).add(1),
+            fin_sent: false,
+        };
+        TcpStream {
+            endpoints: Endpoints::new(local, remote),
+            halves: [half(local_isn, remote_isn), half(remote_isn, local_isn)],
+            phase: Phase::Fresh,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// SYN from `client`, SYN/ACK from the other side, ACK from `client`.
+    ///
+    /// Emits nothing once any other event has been seen.
+    pub fn open(&mut self, client: Side, out: &mut dyn FnMut(&[u8])) {
+        if self.phase != Phase::Fresh {
+            return;
+        }
+        self.phase = Phase::Established;
+        let server = client.other();
+        let client_isn = self.half(client).isn;
+        let server_isn = self.half(server).isn;
+
+        let syn = self.syn_header(client, client_isn);
+        self.send(client, syn, &[], out);
+        let mut syn_ack = self.syn_header(server, server_isn);
+        syn_ack.ack = true;
+        syn_ack.acknowledgment_number = client_isn.add(1).0;
+        self.send(server, syn_ack, &[], out);
+        let ack = self.ack_header(client);
+        self.send(client, ack, &[], out);
+    }
+
+    /// A connect the peer refused: SYN from local, RST/ACK from remote.
+    ///
+    /// The RST has sequence number 0 and acknowledges the SYN, as Linux answers a closed port.
+    /// Emits nothing once any other event has been seen; later events emit nothing either.
+    pub fn refused(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if self.phase != Phase::Fresh {
+            return;
+        }
+        self.phase = Phase::Refused;
+        let isn = self.half(Side::Local).isn;
+        let syn = self.syn_header(Side::Local, isn);
+        self.send(Side::Local, syn, &[], out);
+        let mut rst = self.header(Side::Remote, SeqNumber(0));
+        rst.rst = true;
+        rst.ack = true;
+        rst.acknowledgment_number = isn.add(1).0;
+        self.send(Side::Remote, rst, &[], out);
+    }
+
+    /// `payload` sent by `from`, split into segments that fit the IP length limits.
+    ///
+    /// The last segment carries PSH. Before a segment, if more than 1 MiB sent by `from` is
+    /// unacknowledged, the other side first sends a pure ACK. An empty payload, data after
+    /// `from`'s FIN and data on a refused connection emit nothing.
+    pub fn data(&mut self, from: Side, payload: &[u8], out: &mut dyn FnMut(&[u8])) {
+        if !self.may_send(from) || payload.is_empty() {
+            return;
+        }
+        self.phase = Phase::Established;
+        let limit = if self.endpoints.is_ipv4() {
+            MAX_TCP_PAYLOAD_V4
+        } else {
+            MAX_TCP_PAYLOAD_V6
+        };
+        let mut segments = payload.chunks(limit).peekable();
+        while let Some(segment) = segments.next() {
+            self.acknowledge_if_far_behind(from, out);
+            let mut tcp = self.ack_header(from);
+            tcp.psh = segments.peek().is_none();
+            self.send(from, tcp, segment, out);
+            let half = self.half_mut(from);
+            half.next_seq = half.next_seq.add(segment.len());
+        }
+    }
+
+    /// FIN from `from`; a second FIN from the same side emits nothing.
+    pub fn fin(&mut self, from: Side, out: &mut dyn FnMut(&[u8])) {
+        if !self.may_send(from) {
+            return;
+        }
+        self.phase = Phase::Established;
+        let mut tcp = self.ack_header(from);
+        tcp.fin = true;
+        self.send(from, tcp, &[], out);
+        let half = self.half_mut(from);
+        half.next_seq = half.next_seq.add(1);
+        half.fin_sent = true;
+    }
+
+    /// Whether `side` has sent its FIN.
+    pub fn fin_sent(&self, side: Side) -> bool {
+        self.half(side).fin_sent
+    }
+
+    fn half(&self, side: Side) -> &Half {
+        &self.halves[side.index()]
+    }
+
+    fn half_mut(&mut self, side: Side) -> &mut Half {
+        &mut self.halves[side.index()]
+    }
+
+    fn may_send(&self, from: Side) -> bool {
+        self.phase != Phase::Refused && !self.half(from).fin_sent
+    }
+
+    /// A pure ACK from the receiver when too much of `sender`'s data is unacknowledged.
+    ///
+    /// Its acknowledgment number is then ahead of the receiver's last one, so it is never a
+    /// duplicate ACK.
+    fn acknowledge_if_far_behind(&mut self, sender: Side, out: &mut dyn FnMut(&[u8])) {
+        let receiver = sender.other();
+        let unacked = self
+            .half(sender)
+            .next_seq
+            .since(self.half(receiver).last_ack);
+        if unacked > MAX_UNACKED {
+            let ack = self.ack_header(receiver);
+            self.send(receiver, ack, &[], out);
+        }
+    }
+
+    /// A segment header from `from` with `seq`, no flags, no options.
+    fn header(&self, from: Side, seq: SeqNumber) -> TcpHeader {
+        let (src, dst) = self.endpoints.ports(from == Side::Local);
+        TcpHeader::new(src, dst, seq.0, WINDOW)
+    }
+
+    /// A SYN header with Linux's option layout minus timestamps: MSS, SACK permitted, window scale.
+    fn syn_header(&self, from: Side, isn: SeqNumber) -> TcpHeader {
+        let mut tcp = self.header(from, isn);
+        tcp.syn = true;
+        // The MSS is the largest segment `data` sends, so no segment exceeds what was announced.
+        let mss = if self.endpoints.is_ipv4() {
+            MAX_TCP_PAYLOAD_V4
+        } else {
+            MAX_TCP_PAYLOAD_V6
+        };
+        let options = [
+            TcpOptionElement::MaximumSegmentSize(u16::try_from(mss).unwrap_or(u16::MAX)),
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(WINDOW_SHIFT),
+        ];
+        // 12 bytes always fit the 40 available; on the impossible error the SYN goes without.
+        let _ = tcp.set_options(&options);
+        tcp
+    }
+
+    /// The next in-sequence header from `from`, acknowledging everything the other side sent.
+    fn ack_header(&self, from: Side) -> TcpHeader {
+        let mut tcp = self.header(from, self.half(from).next_seq);
+        tcp.ack = true;
+        tcp.acknowledgment_number = self.half(from.other()).next_seq.0;
+        tcp
+    }
+
+    /// Build one packet from `from` in the scratch buffer and hand it to `out`.
+    fn send(&mut self, from: Side, tcp: TcpHeader, payload: &[u8], out: &mut dyn FnMut(&[u8])) {
+        if tcp.ack {
+            self.half_mut(from).last_ack = SeqNumber(tcp.acknowledgment_number);
+        }
+        self.scratch.clear();
+        let builder = self
+            .endpoints
+            .ip_builder(from == Side::Local)
+            .tcp_header(tcp);
+        if builder.write_to_vec(&mut self.scratch, payload).is_ok() {
+            out(&self.scratch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{internet_checksum, parse_tcp, Seg};
+
+    const L_ISN: u32 = 1000;
+    const R_ISN: u32 = 5000;
+
+    fn stream(local: &str, remote: &str) -> TcpStream {
+        TcpStream::new(
+            local.parse().unwrap(),
+            remote.parse().unwrap(),
+            L_ISN,
+            R_ISN,
+        )
+    }
+
+    fn v4() -> TcpStream {
+        stream("10.0.0.1:40000", "10.0.0.2:80")
+    }
+
+    fn v6() -> TcpStream {
+        stream("[2001:db8::1]:40000", "[2001:db8::2]:80")
+    }
+
+    /// Runs `event` and returns its packets, parsed and checksum-verified.
+    fn run(
+        s: &mut TcpStream,
+        event: impl FnOnce(&mut TcpStream, &mut dyn FnMut(&[u8])),
+    ) -> Vec<Seg> {
+        let mut segs = Vec::new();
+        event(s, &mut |p| segs.push(parse_tcp(p)));
+        segs
+    }
+
+    fn from_local(seg: &Seg) -> bool {
+        seg.src_port == 40000
+    }
+
+    #[test]
+    fn handshake_from_local_client() {
+        let mut s = v4();
+        let segs = run(&mut s, |s, out| s.open(Side::Local, out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq, g.ack))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (true, "S", 1000, 0),
+                (false, "SA", 5000, 1001),
+                (true, "A", 1001, 5001)
+            ]
+        );
+        for syn in &segs[..2] {
+            assert_eq!(syn.options, [2, 4, 0xff, 0xd7, 1, 1, 4, 2, 1, 3, 3, 7]);
+        }
+        assert!(segs.iter().all(|g| g.window == 65535 && g.payload_len == 0));
+        assert!(segs[2].options.is_empty());
+        // A second open is ignored.
+        assert!(run(&mut s, |s, out| s.open(Side::Local, out)).is_empty());
+    }
+
+    #[test]
+    fn handshake_from_remote_client_ipv6_announces_its_mss() {
+        let mut s = v6();
+        let segs = run(&mut s, |s, out| s.open(Side::Remote, out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq, g.ack))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (false, "S", 5000, 0),
+                (true, "SA", 1000, 5001),
+                (false, "A", 5001, 1001)
+            ]
+        );
+        assert_eq!(&segs[0].options[..4], &[2, 4, 0xff, 0xeb]);
+        assert!(segs.iter().all(|g| g.ipv6));
+    }
+
+    #[test]
+    fn data_both_directions() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        let segs = run(&mut s, |s, out| s.data(Side::Local, b"GET /", out));
+        assert_eq!(segs.len(), 1);
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack, segs[0].payload_len),
+            ("PA", 1001, 5001, 5)
+        );
+        assert!(segs[0].options.is_empty());
+        let segs = run(&mut s, |s, out| s.data(Side::Remote, b"200 OK\r\n", out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack, segs[0].payload_len),
+            ("PA", 5001, 1006, 8)
+        );
+        assert!(!from_local(&segs[0]));
+        let segs = run(&mut s, |s, out| s.data(Side::Local, b"x", out));
+        assert_eq!((segs[0].seq, segs[0].ack), (1006, 5009));
+        assert!(run(&mut s, |s, out| s.data(Side::Local, b"", out)).is_empty());
+    }
+
+    #[test]
+    fn fin_both_sides() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        run(&mut s, |s, out| s.data(Side::Local, b"abc", out));
+        assert!(!s.fin_sent(Side::Local));
+        let segs = run(&mut s, |s, out| s.fin(Side::Local, out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack),
+            ("FA", 1004, 5001)
+        );
+        assert!(s.fin_sent(Side::Local) && !s.fin_sent(Side::Remote));
+        assert!(run(&mut s, |s, out| s.fin(Side::Local, out)).is_empty());
+        assert!(run(&mut s, |s, out| s.data(Side::Local, b"late", out)).is_empty());
+        // Half-closed: the remote may still send, acknowledging the FIN.
+        let segs = run(&mut s, |s, out| s.data(Side::Remote, b"zz", out));
+        assert_eq!((segs[0].seq, segs[0].ack), (5001, 1005));
+        let segs = run(&mut s, |s, out| s.fin(Side::Remote, out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack),
+            ("FA", 5003, 1005)
+        );
+        assert!(s.fin_sent(Side::Remote));
+        assert!(run(&mut s, |s, out| s.fin(Side::Remote, out)).is_empty());
+    }
+
+    #[test]
+    fn refused_is_syn_then_rst_ack() {
+        let mut s = v4();
+        let segs = run(&mut s, |s, out| s.refused(out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq, g.ack))
+            .collect();
+        assert_eq!(summary, [(true, "S", 1000, 0), (false, "RA", 0, 1001)]);
+        assert!(run(&mut s, |s, out| s.open(Side::Local, out)).is_empty());
+        assert!(run(&mut s, |s, out| s.data(Side::Local, b"x", out)).is_empty());
+        assert!(run(&mut s, |s, out| s.fin(Side::Local, out)).is_empty());
+    }
+
+    #[test]
+    fn events_without_open_use_the_implied_handshake() {
+        let mut s = v4();
+        let segs = run(&mut s, |s, out| s.data(Side::Remote, b"hello", out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack),
+            ("PA", 5001, 1001)
+        );
+        let segs = run(&mut s, |s, out| s.fin(Side::Local, out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack),
+            ("FA", 1001, 5006)
+        );
+        assert!(run(&mut s, |s, out| s.open(Side::Local, out)).is_empty());
+    }
+
+    fn check_segmentation(mut s: TcpStream, limit: usize) {
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        let mut seq = 1001u32;
+        for (len, expected) in [
+            (limit, vec![limit]),
+            (limit + 1, vec![limit, 1]),
+            (3 * limit + 5, vec![limit, limit, limit, 5]),
+        ] {
+            let payload = vec![0x5a; len];
+            let segs = run(&mut s, |s, out| s.data(Side::Local, &payload, out));
+            let data: Vec<_> = segs.iter().filter(|g| from_local(g)).collect();
+            let sizes: Vec<_> = data.iter().map(|g| g.payload_len).collect();
+            assert_eq!(sizes, expected);
+            for (i, g) in data.iter().enumerate() {
+                assert_eq!(g.seq, seq);
+                seq = seq.wrapping_add(g.payload_len as u32);
+                assert_eq!(g.flags, if i + 1 == data.len() { "PA" } else { "A" });
+                assert!(g.ip_length_field <= 65_535);
+            }
+        }
+    }
+
+    #[test]
+    fn segmentation_ipv4() {
+        check_segmentation(v4(), 65_495);
+    }
+
+    #[test]
+    fn segmentation_ipv6() {
+        check_segmentation(v6(), 65_515);
+    }
+
+    #[test]
+    fn families_are_normalised() {
+        let mut s = stream("[::ffff:127.0.0.1]:40000", "[::ffff:127.0.0.2]:80");
+        assert!(run(&mut s, |s, out| s.open(Side::Local, out))
+            .iter()
+            .all(|g| !g.ipv6));
+        let mut s = stream("127.0.0.1:40000", "[::1]:80");
+        let segs = run(&mut s, |s, out| s.open(Side::Local, out));
+        assert!(segs.iter().all(|g| g.ipv6));
+        assert_eq!(
+            &segs[0].src_ip[..],
+            &std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets()
+        );
+    }
+
+    #[test]
+    fn pure_ack_past_one_mib_unacked_never_duplicated() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        let chunk = vec![1u8; 100_000];
+        let mut segs = Vec::new();
+        for _ in 0..40 {
+            segs.extend(run(&mut s, |s, out| s.data(Side::Local, &chunk, out)));
+        }
+        segs.extend(run(&mut s, |s, out| s.data(Side::Remote, b"ok", out)));
+        for _ in 0..40 {
+            segs.extend(run(&mut s, |s, out| s.data(Side::Local, &chunk, out)));
+        }
+
+        let (mut next, mut acked) = (1001u32, 1001u32);
+        let mut last_ack_from_remote = 1001u32;
+        let mut pure_acks = 0;
+        for g in &segs {
+            if from_local(g) {
+                // Each segment starts with at most 1 MiB outstanding.
+                assert!(next.wrapping_sub(acked) <= MAX_UNACKED);
+                assert_eq!(g.seq, next);
+                next = next.wrapping_add(g.payload_len as u32);
+            } else {
+                if g.payload_len == 0 {
+                    pure_acks += 1;
+                    assert_eq!(g.flags, "A");
+                    assert_eq!(g.ack, next);
+                    assert_ne!(g.ack, last_ack_from_remote, "duplicate ACK");
+                }
+                acked = g.ack;
+                last_ack_from_remote = g.ack;
+            }
+        }
+        // 8,000,000 bytes with an ACK after each 1 MiB + a bit: 7, less one the data reply saved.
+        assert!((6..=8).contains(&pure_acks), "{pure_acks} pure ACKs");
+    }
+
+    #[test]
+    fn golden_syn_ipv4() {
+        let mut packets = Vec::new();
+        let mut s = TcpStream::new(
+            "192.168.0.1:4660".parse().unwrap(),
+            "192.168.0.2:80".parse().unwrap(),
+            0x0102_0304,
+            9,
+        );
+        s.open(Side::Local, &mut |p| packets.push(p.to_vec()));
+        #[rustfmt::skip]
+        let mut expected = vec![
+            0x45, 0x00, 0x00, 0x34, // version/IHL, DSCP, total length 52
+            0x00, 0x00, 0x40, 0x00, // identification 0, DF
+            0x40, 0x06, 0x00, 0x00, // TTL 64, TCP, checksum (below)
+            192, 168, 0, 1, 192, 168, 0, 2,
+            0x12, 0x34, 0x00, 0x50, // ports 4660 -> 80
+            0x01, 0x02, 0x03, 0x04, // seq
+            0x00, 0x00, 0x00, 0x00, // ack
+            0x80, 0x02, 0xff, 0xff, // data offset 8 words, SYN, window 65535
+            0x00, 0x00, 0x00, 0x00, // checksum (below), urgent pointer
+            0x02, 0x04, 0xff, 0xd7, // MSS 65495
+            0x01, 0x01, 0x04, 0x02, // NOP, NOP, SACK permitted
+            0x01, 0x03, 0x03, 0x07, // NOP, window scale 7
+        ];
+        let ip_sum = internet_checksum(&expected[..20]);
+        expected[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        let mut pseudo = vec![192, 168, 0, 1, 192, 168, 0, 2, 0, 6, 0, 32];
+        pseudo.extend_from_slice(&expected[20..]);
+        let tcp_sum = internet_checksum(&pseudo);
+        expected[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+        assert_eq!(packets[0], expected);
+    }
+}
