@@ -84,8 +84,11 @@ fn drop_ref(conn: &'static Connection) {
     if st.refs > 0 {
         return;
     }
-    if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
-        stream.fin(Side::Local, &mut emit);
+    // A fork child closing an inherited socket sends nothing: the parent still holds it.
+    if st.owner_pid == sys::getpid() {
+        if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
+            stream.fin(Side::Local, &mut emit);
+        }
     }
     st.proto = Proto::Free;
     drop(st);

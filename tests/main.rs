@@ -1,1 +1,7 @@
-fn main(){}
+//! End-to-end tests: real programs traced on loopback, every capture checked by tshark and by our
+//! own reader. One binary, so the slow cases share one build.
+
+mod support;
+
+mod capture_basics;
+mod descriptors;
