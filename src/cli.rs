@@ -228,6 +228,12 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
+    if let Some(expr) = &args.filter {
+        if let Err(msg) = crate::filter::check(expr) {
+            eprintln!("netintercept: bad filter '{expr}': {msg}");
+            return 2;
+        }
+    }
     warn_if_static(Path::new(&args.command[0]));
     let pattern = args
         .file

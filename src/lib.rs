@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod fd_table;
+pub mod filter;
 pub mod guard;
 pub mod output_path;
 pub mod process;

@@ -70,6 +70,7 @@ pub fn init() {
         libc::pthread_atfork(None, None, Some(after_fork_child));
     }
     let _entered = guard::enter();
+    crate::filter::init();
     events::discover_inherited();
 }
 

@@ -61,6 +61,9 @@ pub fn set_start(start_secs: u64) {
 
 /// Append one synthesized packet, stamped now, to the capture.
 pub fn emit(packet: &[u8]) {
+    if !crate::filter::matches(packet) {
+        return;
+    }
     let ts = sys::now();
     let Some(mut sink) = lock() else { return };
     if let FileState::Unclaimed = sink.file {

@@ -114,7 +114,7 @@ fn fifty_megabyte_download_has_exact_byte_count() {
     assert!(down[0].bytes.starts_with(&headers));
 }
 
-const UDP_ECHO: &str = r#"
+pub const UDP_ECHO: &str = r#"
 import socket, sys
 fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -136,7 +136,7 @@ for msg in [b"one", b"two" * 100, b""]:
 print(s.getsockname()[1])
 "#;
 
-fn wait_udp_bound(host: &str, port: u16) {
+pub fn wait_udp_bound(host: &str, port: u16) {
     for _ in 0..300 {
         if std::net::UdpSocket::bind((host, port)).is_err() {
             return;

@@ -6,7 +6,7 @@ use crate::support::{self, servers, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-const ECHO: &str = r#"
+pub const ECHO: &str = r#"
 import socket, sys, threading
 fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 l = socket.socket(fam, socket.SOCK_STREAM)

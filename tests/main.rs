@@ -3,5 +3,6 @@
 
 mod support;
 
-mod capture_basics;
-mod descriptors;
+pub mod capture_basics;
+pub mod descriptors;
+mod filter;
