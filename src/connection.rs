@@ -30,6 +30,8 @@ pub struct ConnState {
     /// The socket's identity (st_dev, st_ino): a descriptor number reused for another socket
     /// behind our back has another.
     pub ident: (u64, u64),
+    /// Carries TLS: in plain mode its socket-level bytes are ciphertext and are not recorded.
+    pub tls: bool,
     pub proto: Proto,
 }
 
@@ -91,6 +93,7 @@ impl Connection {
             owner_pid: pid,
             refs: 1,
             ident,
+            tls: false,
             proto,
         };
         let reused = if guard::nested() {

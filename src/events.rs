@@ -443,6 +443,9 @@ impl Payload for IoVecs<'_> {
 pub fn on_send(fd: i32, data: &dyn Payload, dest: Option<SocketAddr>) {
     let Some(mut st) = lock_fd(fd) else { return };
     settle_connect(fd, &mut st, None);
+    if is_ciphertext(fd, &mut st) {
+        return;
+    }
     if let (Proto::Tcp(Tcp::Fresh), Some(dest)) = (&st.proto, dest) {
         // sendto/sendmsg with MSG_FASTOPEN connects and sends in one call.
         open_tcp(fd, &mut st, dest, Side::Local);
@@ -465,6 +468,9 @@ pub fn on_send(fd: i32, data: &dyn Payload, dest: Option<SocketAddr>) {
 pub fn on_recv(fd: i32, data: &dyn Payload, src: Option<SocketAddr>) {
     let Some(mut st) = lock_fd(fd) else { return };
     settle_connect(fd, &mut st, None);
+    if is_ciphertext(fd, &mut st) {
+        return;
+    }
     match &mut st.proto {
         Proto::Tcp(Tcp::Open(stream)) => {
             data.for_each_piece(&mut |p| stream.data(Side::Remote, p, &mut emit))
@@ -476,6 +482,51 @@ pub fn on_recv(fd: i32, data: &dyn Payload, src: Option<SocketAddr>) {
             data.contiguous(&mut |p| synth::udp_datagram(from, dst, p, scratch, &mut emit));
         }
         _ => {}
+    }
+}
+
+/// Socket-level bytes on a TCP connection that carries TLS, in plain mode: not recorded. A socket
+/// call inside an SSL call is what makes a connection TLS when the SSL object's descriptor is
+/// not known otherwise.
+fn is_ciphertext(fd: i32, st: &mut ConnState) -> bool {
+    if crate::tls::mode() != crate::tls::Mode::Plain || !matches!(st.proto, Proto::Tcp(_)) {
+        return false;
+    }
+    let ssl = crate::tls::current();
+    if ssl != 0 {
+        crate::tls::bind(ssl, fd);
+        st.tls = true;
+    }
+    st.tls
+}
+
+/// An SSL call on object `ssl` found its descriptor with `SSL_get_fd` (or NSPR's native handle).
+pub fn on_tls_fd(ssl: usize, fd: i32) {
+    if crate::tls::mode() != crate::tls::Mode::Plain || fd < 0 {
+        return;
+    }
+    discover(fd);
+    if let Some(mut st) = lock_fd(fd) {
+        if matches!(st.proto, Proto::Tcp(_)) {
+            st.tls = true;
+            crate::tls::bind(ssl, fd);
+        }
+    }
+}
+
+/// Plaintext that `ssl` wrote (`side` Local) or read (`side` Remote).
+pub fn on_tls_data(ssl: usize, side: Side, data: &[u8]) {
+    if crate::tls::mode() != crate::tls::Mode::Plain || data.is_empty() {
+        return;
+    }
+    let Some(fd) = crate::tls::fd_of(ssl) else {
+        return;
+    };
+    let Some(mut st) = lock_fd(fd) else { return };
+    settle_connect(fd, &mut st, None);
+    st.tls = true;
+    if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
+        stream.data(side, data, &mut emit);
     }
 }
 

@@ -15,3 +15,4 @@ pub mod real_fn;
 pub mod sink;
 pub mod sockaddr;
 pub mod sys;
+pub mod tls;

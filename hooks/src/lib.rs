@@ -15,14 +15,20 @@ use netintercept_core::{fd_table, process, sockaddr as sa, sys};
 
 /// Define an interposed symbol with its real counterpart cached in `$real_static`.
 macro_rules! hook {
+    ($real_static:ident in $libs:expr, fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty, |$real:ident| $body:block) => {
+        hook!(@define $real_static, netintercept_core::real_fn::RealFn::in_libs(hook!(@name $name), $libs), fn $name($($arg: $ty),*) -> $ret, |$real| $body);
+    };
     ($real_static:ident, fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty, |$real:ident| $body:block) => {
-        static $real_static: netintercept_core::real_fn::RealFn =
-            netintercept_core::real_fn::RealFn::new(
-                match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
-                    Ok(name) => name,
-                    Err(_) => panic!("symbol name"),
-                },
-            );
+        hook!(@define $real_static, netintercept_core::real_fn::RealFn::new(hook!(@name $name)), fn $name($($arg: $ty),*) -> $ret, |$real| $body);
+    };
+    (@name $name:ident) => {
+        match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+            Ok(name) => name,
+            Err(_) => panic!("symbol name"),
+        }
+    };
+    (@define $real_static:ident, $init:expr, fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty, |$real:ident| $body:block) => {
+        static $real_static: netintercept_core::real_fn::RealFn = $init;
 
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
@@ -97,6 +103,8 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
     // SAFETY: per the contract.
     unsafe { std::slice::from_raw_parts(iov, n) }
 }
+
+mod openssl;
 
 // ---- constructor ----------------------------------------------------------------------------
 

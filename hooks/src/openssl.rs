@@ -1,0 +1,162 @@
+//! OpenSSL (libssl.so.3 and .so.1.1 export the same names): plaintext of TLS connections.
+//!
+//! Each SSL call marks this thread as inside it (`tls::enter`), so the socket calls it makes are
+//! known to be ciphertext and tie the SSL object to its descriptor; the outermost call records the
+//! plaintext it moved. Real symbols are resolved at first call, with a fallback for a libssl that
+//! was loaded later with dlopen.
+#![allow(non_snake_case)]
+
+use libc::{c_int, c_void, size_t};
+use netintercept_core::events::{self, record};
+use netintercept_core::real_fn::{RealFn, LIBSSL};
+use netintercept_core::{sys, tls};
+use synth::Side;
+
+use super::bytes;
+
+static REAL_SSL_GET_FD: RealFn = RealFn::in_libs(c"SSL_get_fd", LIBSSL);
+
+/// Enter an SSL call on `ssl`, learning its descriptor where `SSL_get_fd` knows it.
+fn enter(ssl: *mut c_void) -> usize {
+    let prev = tls::enter(ssl as usize);
+    if prev == 0 && tls::mode() == tls::Mode::Plain && !ssl.is_null() {
+        let p = REAL_SSL_GET_FD.get();
+        if !p.is_null() {
+            let saved = sys::errno();
+            // SAFETY: SSL_get_fd has this signature in every OpenSSL version.
+            let get_fd = unsafe {
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> c_int>(p)
+            };
+            // SAFETY: `ssl` is the live SSL object the program is calling with.
+            let fd = unsafe { get_fd(ssl) };
+            sys::set_errno(saved);
+            if fd >= 0 {
+                record(|| events::on_tls_fd(ssl as usize, fd));
+            }
+        }
+    }
+    prev
+}
+
+/// Leave the call and record `n` plaintext bytes at `buf` moved by the outermost call.
+fn leave(prev: usize, ssl: *mut c_void, side: Side, buf: *const c_void, n: usize) {
+    tls::leave(prev);
+    if prev == 0 && n > 0 {
+        // SAFETY: the SSL call just read or filled `n` bytes at `buf`.
+        let data = unsafe { bytes(buf, n) };
+        record(|| events::on_tls_data(ssl as usize, side, data));
+    }
+}
+
+hook!(REAL_SSL_READ in LIBSSL, fn SSL_read(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num) };
+    leave(prev, ssl, Side::Remote, buf, ret.max(0) as usize);
+    ret
+});
+
+hook!(REAL_SSL_WRITE in LIBSSL, fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_int) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num) };
+    leave(prev, ssl, Side::Local, buf, ret.max(0) as usize);
+    ret
+});
+
+/// The count an `_ex` call reported through `out`, when it succeeded.
+///
+/// # Safety
+/// `out` is null or valid.
+unsafe fn ex_count(ret: c_int, out: *const size_t) -> usize {
+    if ret == 1 && !out.is_null() {
+        // SAFETY: per the contract; the call succeeded, so it wrote the count.
+        unsafe { *out }
+    } else {
+        0
+    }
+}
+
+hook!(REAL_SSL_READ_EX in LIBSSL, fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num, got) };
+    // SAFETY: `got` is the caller's out-parameter.
+    leave(prev, ssl, Side::Remote, buf, unsafe { ex_count(ret, got) });
+    ret
+});
+
+hook!(REAL_SSL_WRITE_EX in LIBSSL, fn SSL_write_ex(ssl: *mut c_void, buf: *const c_void, num: size_t, put: *mut size_t) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num, put) };
+    // SAFETY: `put` is the caller's out-parameter.
+    leave(prev, ssl, Side::Local, buf, unsafe { ex_count(ret, put) });
+    ret
+});
+
+// Peeked bytes are recorded once, when SSL_read consumes them: the peek itself records nothing.
+hook!(REAL_SSL_PEEK in LIBSSL, fn SSL_peek(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num) };
+    tls::leave(prev);
+    ret
+});
+
+hook!(REAL_SSL_PEEK_EX in LIBSSL, fn SSL_peek_ex(ssl: *mut c_void, buf: *mut c_void, num: size_t, got: *mut size_t) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(ssl, buf, num, got) };
+    tls::leave(prev);
+    ret
+});
+
+hook!(REAL_SSL_CONNECT in LIBSSL, fn SSL_connect(ssl: *mut c_void) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(ssl) };
+    tls::leave(prev);
+    ret
+});
+
+hook!(REAL_SSL_ACCEPT in LIBSSL, fn SSL_accept(ssl: *mut c_void) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(ssl) };
+    tls::leave(prev);
+    ret
+});
+
+hook!(REAL_SSL_DO_HANDSHAKE in LIBSSL, fn SSL_do_handshake(ssl: *mut c_void) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(ssl) };
+    tls::leave(prev);
+    ret
+});
+
+hook!(REAL_SSL_SHUTDOWN in LIBSSL, fn SSL_shutdown(ssl: *mut c_void) -> c_int, |real| {
+    let prev = enter(ssl);
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(ssl) };
+    tls::leave(prev);
+    ret
+});
+
+static REAL_SSL_FREE: RealFn = RealFn::in_libs(c"SSL_free", LIBSSL);
+
+#[no_mangle]
+pub unsafe extern "C" fn SSL_free(ssl: *mut c_void) {
+    let p = REAL_SSL_FREE.get();
+    if !p.is_null() {
+        // SAFETY: the next definition of SSL_free has this signature.
+        let real =
+            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void)>(p) };
+        let prev = tls::enter(ssl as usize);
+        // SAFETY: forwarding the caller's argument unchanged.
+        unsafe { real(ssl) };
+        tls::leave(prev);
+    }
+    record(|| tls::forget(ssl as usize));
+}

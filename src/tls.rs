@@ -1,0 +1,85 @@
+//! Decrypted TLS: which connections carry TLS, and the SSL call under way on this thread.
+//!
+//! In the default mode (`NETINTERCEPT_TLS=plain`) a connection that carries TLS shows its
+//! plaintext, recorded by the OpenSSL/NSPR hooks, and none of its ciphertext: socket calls made
+//! inside an SSL call are ciphertext, and they also tell which descriptor an SSL object uses when
+//! `SSL_get_fd` cannot (a custom BIO, as curl's). A connection becomes TLS at the first SSL call
+//! or the first ciphertext seen inside one, so a ClientHello is never written as data; bytes sent
+//! in the clear before that (a STARTTLS exchange) stay, as they really were plaintext.
+//! `NETINTERCEPT_TLS=raw` records the wire bytes only, as if no TLS library were hooked.
+
+use std::cell::Cell;
+
+use dashmap::DashMap;
+use once_cell::sync::Lazy;
+
+/// What the capture shows of a TLS connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The plaintext, on the connection's own stream.
+    Plain,
+    /// The ciphertext as it went on the wire.
+    Raw,
+}
+
+/// The mode chosen by `NETINTERCEPT_TLS`.
+pub fn mode() -> Mode {
+    static MODE: Lazy<Mode> = Lazy::new(|| match std::env::var("NETINTERCEPT_TLS").as_deref() {
+        Ok("raw") => Mode::Raw,
+        Ok("plain") | Ok("") | Err(_) => Mode::Plain,
+        Ok(other) => {
+            crate::sys::report(&format!(
+                "NETINTERCEPT_TLS='{other}' is not plain or raw: using plain"
+            ));
+            Mode::Plain
+        }
+    });
+    *MODE
+}
+
+thread_local! {
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Enter an SSL call on object `ssl` (any non-zero key); returns what to pass to [`leave`].
+/// A non-zero return means this call is nested inside another SSL call.
+pub fn enter(ssl: usize) -> usize {
+    CURRENT
+        .try_with(|c| {
+            let prev = c.get();
+            if prev == 0 {
+                c.set(ssl);
+            }
+            prev
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// Leave the SSL call entered with [`enter`].
+pub fn leave(prev: usize) {
+    if prev == 0 {
+        let _ = CURRENT.try_with(|c| c.set(0));
+    }
+}
+
+/// The SSL object whose call this thread is inside, or 0.
+pub fn current() -> usize {
+    CURRENT.try_with(Cell::get).unwrap_or(0)
+}
+
+static DESCRIPTORS: Lazy<DashMap<usize, i32>> = Lazy::new(DashMap::new);
+
+/// Remember that `ssl` talks through descriptor `fd`.
+pub fn bind(ssl: usize, fd: i32) {
+    DESCRIPTORS.insert(ssl, fd);
+}
+
+/// The descriptor `ssl` was seen to use.
+pub fn fd_of(ssl: usize) -> Option<i32> {
+    DESCRIPTORS.get(&ssl).map(|e| *e)
+}
+
+/// `ssl` was freed.
+pub fn forget(ssl: usize) {
+    DESCRIPTORS.remove(&ssl);
+}
