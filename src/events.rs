@@ -530,6 +530,16 @@ pub fn on_tls_data(ssl: usize, side: Side, data: &[u8]) {
     }
 }
 
+/// The TLS peer of `ssl` closed its session: its FIN, as a socket read of 0 would give.
+pub fn on_tls_eof(ssl: usize) {
+    if crate::tls::mode() != crate::tls::Mode::Plain {
+        return;
+    }
+    if let Some(fd) = crate::tls::fd_of(ssl) {
+        on_eof(fd);
+    }
+}
+
 /// A read on `fd` returned 0 with room to read: the peer sent its FIN.
 pub fn on_eof(fd: i32) {
     let Some(mut st) = lock_fd(fd) else { return };

@@ -6,3 +6,4 @@ mod support;
 pub mod capture_basics;
 pub mod descriptors;
 mod filter;
+mod tls;

@@ -38,6 +38,34 @@ fn enter(ssl: *mut c_void) -> usize {
     prev
 }
 
+static REAL_SSL_GET_ERROR: RealFn = RealFn::in_libs(c"SSL_get_error", LIBSSL);
+
+/// After a read that returned `ret` <= 0: did the peer close the TLS session (close_notify)?
+fn peer_closed(ssl: *mut c_void, ret: c_int) -> bool {
+    const SSL_ERROR_ZERO_RETURN: c_int = 6;
+    let p = REAL_SSL_GET_ERROR.get();
+    if p.is_null() || ret > 0 {
+        return false;
+    }
+    let saved = sys::errno();
+    // SAFETY: SSL_get_error has this signature in every OpenSSL version; it only peeks at the
+    // error queue, so the program's own SSL_get_error afterwards sees the same answer.
+    let get_error = unsafe {
+        std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, c_int) -> c_int>(p)
+    };
+    // SAFETY: `ssl` is the live SSL object of the call that just returned.
+    let closed = unsafe { get_error(ssl, ret) } == SSL_ERROR_ZERO_RETURN;
+    sys::set_errno(saved);
+    closed
+}
+
+/// A TLS read returned `ret`: a clean close_notify is the peer's end of the stream (its FIN).
+fn note_close(prev: usize, ssl: *mut c_void, ret: c_int) {
+    if prev == 0 && ret <= 0 && peer_closed(ssl, ret) {
+        record(|| events::on_tls_eof(ssl as usize));
+    }
+}
+
 /// Leave the call and record `n` plaintext bytes at `buf` moved by the outermost call.
 fn leave(prev: usize, ssl: *mut c_void, side: Side, buf: *const c_void, n: usize) {
     tls::leave(prev);
@@ -53,6 +81,7 @@ hook!(REAL_SSL_READ in LIBSSL, fn SSL_read(ssl: *mut c_void, buf: *mut c_void, n
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(ssl, buf, num) };
     leave(prev, ssl, Side::Remote, buf, ret.max(0) as usize);
+    note_close(prev, ssl, ret);
     ret
 });
 
@@ -83,6 +112,7 @@ hook!(REAL_SSL_READ_EX in LIBSSL, fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_v
     let ret = unsafe { real(ssl, buf, num, got) };
     // SAFETY: `got` is the caller's out-parameter.
     leave(prev, ssl, Side::Remote, buf, unsafe { ex_count(ret, got) });
+    note_close(prev, ssl, ret);
     ret
 });
 

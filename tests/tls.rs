@@ -1,0 +1,267 @@
+//! Issue 5: decrypted TLS through OpenSSL, with certificates made by the test.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{self, servers, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const BODY: &[u8] = b"<html>secret page body, decrypted by netintercept</html>\n";
+
+/// A self-signed certificate and a page, in `dir`.
+fn make_site(dir: &Path) {
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+        ])
+        .args(["-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::write(dir.join("index.html"), BODY).expect("page");
+}
+
+fn s_server(dir: &Path, host: &str, port: u16) -> servers::Server {
+    let accept = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let child = Command::new("openssl")
+        .args([
+            "s_server", "-accept", &accept, "-cert", "cert.pem", "-key", "key.pem", "-WWW",
+        ])
+        .current_dir(dir)
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let s = servers::Server(child);
+    servers::wait_tcp(host, port);
+    s
+}
+
+/// The capture is clean, holds one connection to `port` whose client stream is exactly a GET of
+/// /index.html and whose server stream ends with the page: plaintext only, no TLS record.
+fn assert_plaintext(cap: &Path, port: u16) {
+    let ours = support::check_clean(cap);
+    let up = ours.to_port(port);
+    let down = ours.sent_from_port(port);
+    assert_eq!((up.len(), down.len()), (1, 1), "{:?}", ours.tcp.keys());
+    assert!(
+        up[0].bytes.starts_with(b"GET /index.html HTTP/1."),
+        "{:?}",
+        String::from_utf8_lossy(&up[0].bytes)
+    );
+    assert!(
+        up[0].bytes.ends_with(b"\r\n\r\n"),
+        "the request and nothing else"
+    );
+    assert!(
+        down[0].bytes.starts_with(b"HTTP/1.0 200 ok\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&down[0].bytes)
+    );
+    assert!(down[0].bytes.ends_with(BODY));
+    // A TLS record starts 0x16 0x03 (handshake) or 0x17 0x03 (data): none anywhere.
+    for d in up.iter().chain(down.iter()) {
+        assert!(!d
+            .bytes
+            .windows(2)
+            .any(|w| (w[0] == 0x16 || w[0] == 0x17) && w[1] == 0x03));
+    }
+    let decode = format!("tcp.port=={port},http");
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(cap)
+        .args([
+            "-d",
+            &decode,
+            "-Y",
+            "http.request.method == \"GET\" || http.response.code == 200",
+        ])
+        .output()
+        .expect("tshark");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "tshark dissects GET and 200"
+    );
+}
+
+fn curl_https(host: &str, url_host: &str) {
+    let dir = TempDir::new("curl-tls");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), host, port);
+    let cap = dir.join("curl.pcap");
+    let url = format!("https://{url_host}:{port}/index.html");
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "curl", &["-sSk", &url]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, BODY);
+    assert_plaintext(&cap, port);
+}
+
+#[test]
+fn curl_https_over_ipv4_is_decrypted() {
+    curl_https("127.0.0.1", "127.0.0.1");
+}
+
+#[test]
+fn curl_https_over_ipv6_is_decrypted() {
+    curl_https("::1", "[::1]");
+}
+
+#[test]
+fn python_urllib_https_is_decrypted() {
+    let dir = TempDir::new("py-tls");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("py.pcap");
+    let script = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], context=ctx).read())
+"#;
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "python3", &["-c", script, &url]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, BODY);
+    assert_plaintext(&cap, port);
+}
+
+#[test]
+fn openssl_s_client_request_on_stdin_is_decrypted() {
+    let dir = TempDir::new("sclient");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("s_client.pcap");
+    let shell = format!(
+        "(printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n'; sleep 2) | openssl s_client -connect 127.0.0.1:{port} -quiet"
+    );
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "sh", &["-c", &shell]),
+        LIMIT,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("secret page body"));
+    // sh, printf and sleep capture nothing; openssl writes the one file.
+    assert_plaintext(&cap, port);
+}
+
+// The traced server is python3's ssl http.server (SSL_accept, SSL_read_ex, SSL_write_ex).
+// `openssl s_server -WWW` would not do: it reads and writes through an SSL BIO, whose calls to
+// SSL_read stay inside libssl where no preload can see them (see the README's limits).
+const HTTPS_SERVER: &str = r#"
+import http.server, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("cert.pem", "key.pem")
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+#[test]
+fn traced_server_side_shows_the_same_plaintext() {
+    let dir = TempDir::new("server-tls");
+    make_site(dir.path());
+    let port = support::free_port();
+    let cap = dir.join("server.pcap");
+    let mut cmd = support::traced(
+        dir.path(),
+        &cap,
+        "python3",
+        &["-c", HTTPS_SERVER, &port.to_string()],
+    );
+    cmd.env("NETINTERCEPT_FLUSH_MS", "100")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _srv = servers::Server(cmd.spawn().expect("traced https server"));
+    servers::wait_tcp("127.0.0.1", port);
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let out = Command::new("curl")
+        .args(["-sSk", &url])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("curl");
+    assert_eq!(out.stdout, BODY);
+    std::thread::sleep(Duration::from_millis(800)); // several flush intervals
+                                                    // The probe connection of wait_tcp is in the capture too: keep the one that carried data.
+    let ours = support::check_clean(&cap);
+    let ups: Vec<_> = ours
+        .to_port(port)
+        .into_iter()
+        .filter(|d| !d.bytes.is_empty())
+        .collect();
+    assert_eq!(ups.len(), 1);
+    assert!(
+        ups[0].bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&ups[0].bytes)
+    );
+    let downs: Vec<_> = ours
+        .sent_from_port(port)
+        .into_iter()
+        .filter(|d| !d.bytes.is_empty())
+        .collect();
+    assert!(
+        downs[0].bytes.starts_with(b"HTTP/1.0 200 OK\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&downs[0].bytes)
+    );
+    assert!(downs[0].bytes.ends_with(BODY));
+}
+
+#[test]
+fn raw_mode_keeps_the_ciphertext() {
+    let dir = TempDir::new("raw-tls");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("raw.pcap");
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let mut cmd = support::traced(dir.path(), &cap, "curl", &["-sSk", &url]);
+    cmd.env("NETINTERCEPT_TLS", "raw");
+    assert!(support::run_with_timeout(&mut cmd, LIMIT).status.success());
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    assert_eq!(
+        &up[0].bytes[..2],
+        &[0x16, 0x03],
+        "starts with the ClientHello record"
+    );
+    assert!(!ours.sent_from_port(port)[0]
+        .bytes
+        .windows(BODY.len())
+        .any(|w| w == BODY));
+}
