@@ -34,6 +34,16 @@ struct Sink {
     start_secs: u64,
 }
 
+/// The capture file's descriptor (-1 before it is open), so that a program closing descriptors it
+/// never opened (closefrom, close_range, a loop of close) cannot close it under us.
+static CAPTURE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Our capture file's descriptor, or -1.
+#[inline]
+pub fn capture_fd() -> i32 {
+    CAPTURE_FD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     file: FileState::Unclaimed,
     buf: Vec::new(),
@@ -119,6 +129,7 @@ pub unsafe fn after_fork_child() {
     if let FileState::Open { fd, .. } = sink.file {
         sys::close(fd);
     }
+    CAPTURE_FD.store(-1, std::sync::atomic::Ordering::Relaxed);
     sink.file = FileState::Unclaimed;
     sink.buf.clear();
     sink.forked = true;
@@ -158,6 +169,7 @@ impl Sink {
             if let Err(e) = sys::write_all(fd, &self.buf) {
                 let path = path.clone();
                 sys::close(fd);
+                CAPTURE_FD.store(-1, std::sync::atomic::Ordering::Relaxed);
                 self.report(&path, e);
                 return;
             }
@@ -179,12 +191,17 @@ impl Sink {
         for path in candidates {
             match try_claim(&path, cfg.session_start_ns) {
                 Ok(Some(fd)) => {
+                    // The header goes out at once: even after _exit the file is a valid capture.
+                    if let Err(e) = sys::write_all(fd, &synth::pcap_header()) {
+                        sys::close(fd);
+                        return self.report(&path, e);
+                    }
+                    CAPTURE_FD.store(fd, std::sync::atomic::Ordering::Relaxed);
                     self.file = FileState::Open {
                         fd,
                         path,
                         pid: info.pid,
                     };
-                    self.buf.extend_from_slice(&synth::pcap_header());
                     return;
                 }
                 Ok(None) => continue,

@@ -295,3 +295,12 @@ pub fn restore_signals(mask: u64) {
         )
     };
 }
+
+/// Close descriptors `first..=last` (flags 0).
+///
+/// # References
+/// close_range(2)
+pub fn close_range(first: u32, last: u32) -> Result<(), i32> {
+    // SAFETY: no pointers involved.
+    cvt(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(|_| ())
+}

@@ -131,3 +131,251 @@ s.close()
         );
     }
 }
+
+fn run_traced_script(tag: &str, script: &str, args: &[&str]) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
+    let cap = dir.join(&format!("{tag}.pcap"));
+    let mut all = vec!["-c", script];
+    all.extend_from_slice(args);
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "python3", &all),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, cap)
+}
+
+#[test]
+fn close_range_ends_every_open_connection() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import socket, os, sys, ctypes
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(3)]
+for i, s in enumerate(socks):
+    s.sendall(b"c%d" % i)
+    assert s.recv(10) == b"c%d" % i
+lo = min(s.fileno() for s in socks)
+assert ctypes.CDLL(None, use_errno=True).close_range(lo, lo + 64, 0) == 0
+for s in socks:
+    s.detach()
+"#;
+    let (_dir, cap) = run_traced_script("close_range", script, &[&port.to_string()]);
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    assert_eq!(up.len(), 3);
+    assert!(up.iter().all(|d| d.fin), "close_range gives each its FIN");
+}
+
+#[test]
+fn scm_rights_descriptor_is_captured_in_the_receiver() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import socket, os, sys, array
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    msg, anc, flags, addr = b.recvmsg(10, socket.CMSG_SPACE(4))
+    fd = array.array("i", anc[0][2])[0]
+    s = socket.socket(fileno=fd)
+    s.sendall(b"from-receiver")
+    assert s.recv(100) == b"from-receiver"
+    s.close()
+    sys.exit(0)
+b.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+os.environ  # the sender connects, then hands the socket over
+s.connect(("127.0.0.1", int(sys.argv[1])))
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [s.fileno()]))])
+s.close()
+os.waitpid(pid, 0)
+"#;
+    let (dir, _cap) = run_traced_script("scm", script, &[&port.to_string()]);
+    let mut payloads = Vec::new();
+    for e in std::fs::read_dir(dir.path()).expect("dir") {
+        let ours = support::check_clean(&e.expect("entry").path());
+        for d in ours.to_port(port) {
+            payloads.push(String::from_utf8_lossy(&d.bytes).into_owned());
+        }
+    }
+    assert!(
+        payloads.contains(&"from-receiver".to_string()),
+        "{payloads:?}"
+    );
+}
+
+#[test]
+fn socket_inherited_across_exec_is_discovered() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import socket, os, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"before-exec")
+assert s.recv(100) == b"before-exec"
+fd = s.detach()
+os.set_inheritable(fd, True)
+os.execv(sys.executable, [sys.executable, "-c",
+    "import socket,sys; s=socket.socket(fileno=int(sys.argv[1])); s.sendall(b'after-exec'); assert s.recv(100)==b'after-exec'; s.close()",
+    str(fd)])
+"#;
+    let (dir, _cap) = run_traced_script("exec", script, &[&port.to_string()]);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        2,
+        "the exec'd image writes its own file: {files:?}"
+    );
+    let mut payloads = Vec::new();
+    for f in &files {
+        let ours = support::check_clean(f);
+        for d in ours.to_port(port) {
+            assert!(
+                d.syn,
+                "a synthesized handshake so Wireshark follows the stream"
+            );
+            payloads.push(String::from_utf8_lossy(&d.bytes).into_owned());
+        }
+    }
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        ["after-exec", "before-exec"],
+        "flushed before exec, found after"
+    );
+}
+
+#[test]
+fn sixteen_threads_fifty_requests_each() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def worker(t):
+    for i in range(50):
+        s = socket.create_connection(("127.0.0.1", port))
+        msg = b"t%02d-r%02d" % (t, i)
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            got += s.recv(100)
+        assert got == msg
+        s.close()
+ts = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"#;
+    let (_dir, cap) = run_traced_script("threads", script, &[&port.to_string()]);
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    let down = ours.sent_from_port(port);
+    assert!(up.len() >= 790, "about 800 connections: {}", up.len());
+    let mut sent: Vec<_> = up.iter().map(|d| d.bytes.clone()).collect();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 800, "every request exactly once");
+    assert!(down.iter().all(|d| d.bytes.len() == 7));
+}
+
+#[test]
+fn signal_handler_writing_to_a_socket_does_not_deadlock() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import socket, signal, sys
+port = int(sys.argv[1])
+alarm_sock = socket.create_connection(("127.0.0.1", port))
+main_socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+count = [0]
+def on_alarm(sig, frame):
+    alarm_sock.sendall(b"A")
+    count[0] += 1
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+for i in range(3000):
+    s = main_socks[i % 2]
+    s.sendall(b"m" * 100)
+    got = 0
+    while got < 100:
+        got += len(s.recv(100 - got))
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+alarm_sock.shutdown(socket.SHUT_WR)
+n = 0
+while True:
+    d = alarm_sock.recv(65536)
+    if not d:
+        break
+    n += len(d)
+assert n == count[0]
+print(count[0])
+"#;
+    let dir = TempDir::new("signals");
+    let cap = dir.join("sig.pcap");
+    let out = support::run_with_timeout(
+        &mut support::traced(
+            dir.path(),
+            &cap,
+            "python3",
+            &["-c", script, &port.to_string()],
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "nothing dropped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alarms: usize = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("count");
+    assert!(alarms > 10, "the handler ran ({alarms})");
+    let ours = support::check_clean(&cap);
+    let mut lens: Vec<usize> = ours.to_port(port).iter().map(|d| d.bytes.len()).collect();
+    lens.sort();
+    assert_eq!(lens.len(), 3);
+    assert!(
+        lens.contains(&alarms),
+        "every handler byte captured: {lens:?} vs {alarms}"
+    );
+}
+
+#[test]
+fn no_follow_leaves_children_untraced() {
+    let (_srv, port) = echo_server();
+    let dir = TempDir::new("nofollow");
+    let child = format!(
+        "import socket; s=socket.create_connection(('127.0.0.1',{port})); s.sendall(b'kid'); s.recv(10); s.close()"
+    );
+    let out = support::run_with_timeout(
+        std::process::Command::new(support::cli())
+            .args(["--no-follow", "-w", "nf.pcap", &support::python_exe(), "-c"])
+            .arg(format!(
+                "import subprocess, sys, socket\n{}\nsubprocess.run([sys.executable, '-c', {:?}], check=True)",
+                child.replace("kid", "parent"),
+                child
+            ))
+            .current_dir(dir.path()),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+    assert_eq!(files.len(), 1, "only the traced parent writes");
+    let ours = support::check_clean(&dir.join("nf.pcap"));
+    let sent: Vec<_> = ours.to_port(port).iter().map(|d| d.bytes.clone()).collect();
+    assert_eq!(sent, [b"parent".to_vec()]);
+}

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use netintercept_core::events::{self, record, IoVecs};
-use netintercept_core::{fd_table, process, sockaddr as sa, sys};
+use netintercept_core::{fd_table, process, sink, sockaddr as sa, sys};
 
 /// Define an interposed symbol with its real counterpart cached in `$real_static`.
 macro_rules! hook {
@@ -184,6 +184,12 @@ hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
 });
 
 hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
+    if fd == sink::capture_fd() {
+        // The program closes a descriptor it never opened (a close-everything loop): without
+        // us it would not be open, so the honest answer is EBADF.
+        sys::set_errno(libc::EBADF);
+        return -1;
+    }
     if fd_table::is_known(fd) {
         // Forget the descriptor first: once closed, its number may be reused by another thread.
         record(|| events::on_close(fd));
@@ -607,6 +613,22 @@ hook!(REAL_CLOSE_RANGE, fn close_range(first: c_uint, last: c_uint, flags: c_int
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
         record(|| events::on_close_range(first, last));
     }
+    let ours = sink::capture_fd();
+    if ours >= 0 && first <= last && (first..=last).contains(&(ours as c_uint)) {
+        // Keep our capture file open: close the range on either side of it.
+        let ours = ours as c_uint;
+        if ours > first {
+            if let Err(e) = sys::close_range(first, ours - 1) {
+                sys::set_errno(e);
+                return -1;
+            }
+        }
+        if ours == last {
+            return 0;
+        }
+        // SAFETY: forwarding the caller's range above our descriptor.
+        return unsafe { real(ours + 1, last, flags) };
+    }
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { real(first, last, flags) }
 });
@@ -617,6 +639,15 @@ static REAL_CLOSEFROM: netintercept_core::real_fn::RealFn =
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     record(|| events::on_close_range(first.max(0) as c_uint, c_uint::MAX));
+    let ours = sink::capture_fd();
+    if ours >= first.max(0) {
+        // Keep our capture file open: close everything else from `first` on.
+        if ours > first {
+            let _ = sys::close_range(first.max(0) as c_uint, ours as c_uint - 1);
+        }
+        let _ = sys::close_range(ours as c_uint + 1, c_uint::MAX);
+        return;
+    }
     let p = REAL_CLOSEFROM.get();
     if !p.is_null() {
         // SAFETY: the next definition of closefrom has this signature.

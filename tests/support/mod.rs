@@ -151,3 +151,12 @@ pub fn free_port() -> u16 {
     }
     p
 }
+
+/// The real python3 executable (not a pyenv shim script that would exec it).
+pub fn python_exe() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
