@@ -379,3 +379,94 @@ fn no_follow_leaves_children_untraced() {
     let sent: Vec<_> = ours.to_port(port).iter().map(|d| d.bytes.clone()).collect();
     assert_eq!(sent, [b"parent".to_vec()]);
 }
+
+#[test]
+fn node_fetch_shows_the_clients_fin() {
+    let dir = TempDir::new("node");
+    std::fs::write(dir.join("page"), b"node page").expect("page");
+    let port = support::free_port();
+    let _server = servers::http_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("node.pcap");
+    let script = format!(
+        "require('http').get('http://127.0.0.1:{port}/page', r => {{ let b=''; r.on('data', d => b += d); r.on('end', () => console.log(b)); }})"
+    );
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "node", &["-e", &script]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node page");
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    assert_eq!(up.len(), 1);
+    assert!(up[0].fin, "the client's FIN");
+    assert!(ours.sent_from_port(port)[0].bytes.ends_with(b"node page"));
+}
+
+/// Fork + threads + signals together, many times under a timeout: no hang, no bad capture.
+/// `NI_STRESS` sets the count (.ci/run uses 200; the default keeps `cargo test` quick).
+#[test]
+fn stress_fork_threads_signals() {
+    let (_srv, port) = echo_server();
+    let runs: usize = std::env::var("NI_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let script = r#"
+import os, signal, socket, sys, threading
+port = int(sys.argv[1])
+alarm = socket.create_connection(("127.0.0.1", port))
+signal.signal(signal.SIGALRM, lambda *a: alarm.sendall(b"a"))
+signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+def talk(tag):
+    for i in range(5):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(tag)
+        got = b""
+        while len(got) < len(tag):
+            got += s.recv(100)
+        s.close()
+pid = os.fork()
+ts = [threading.Thread(target=talk, args=(b"%d-%d" % (os.getpid(), t),)) for t in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+if pid == 0:
+    sys.exit(0)
+os.waitpid(pid, 0)
+"#;
+    for run in 0..runs {
+        let dir = TempDir::new("stress");
+        let cap = dir.join("s.pcap");
+        let out = support::run_with_timeout(
+            &mut support::traced(
+                dir.path(),
+                &cap,
+                "python3",
+                &["-c", script, &port.to_string()],
+            ),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut conns = 0;
+        for e in std::fs::read_dir(dir.path()).expect("dir") {
+            conns += support::check_clean(&e.expect("entry").path())
+                .to_port(port)
+                .iter()
+                .filter(|d| !d.bytes.is_empty() && d.bytes[0] != b'a')
+                .count();
+        }
+        assert_eq!(
+            conns, 40,
+            "run {run}: 2 processes × 4 threads × 5 connections"
+        );
+    }
+}
