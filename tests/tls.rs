@@ -265,3 +265,31 @@ fn raw_mode_keeps_the_ciphertext() {
         .windows(BODY.len())
         .any(|w| w == BODY));
 }
+
+#[test]
+fn nss_tstclnt_is_decrypted() {
+    let dir = TempDir::new("nss");
+    make_site(dir.path());
+    std::fs::create_dir(dir.join("db")).expect("db dir");
+    let st = Command::new("certutil")
+        .args(["-N", "-d", "sql:db", "--empty-password"])
+        .current_dir(dir.path())
+        .status()
+        .expect("certutil (libnss3-tools) is installed");
+    assert!(st.success());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("nss.pcap");
+    std::fs::write(dir.join("req"), b"GET /index.html HTTP/1.0\r\n\r\n").expect("request");
+    let shell = format!("tstclnt -h 127.0.0.1 -p {port} -d sql:db -o < req");
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "sh", &["-c", &shell]),
+        LIMIT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("secret page body"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_plaintext(&cap, port);
+}

@@ -34,13 +34,13 @@ macro_rules! hook {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             let p = $real_static.get();
             if p.is_null() {
-                sys::set_errno(libc::ENOSYS);
+                netintercept_core::sys::set_errno(libc::ENOSYS);
                 return -1 as $ret;
             }
             // SAFETY: dlsym gave the next definition of this same symbol, whose C signature is the
             // one declared here.
             let $real = unsafe {
-                std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) -> $ret>(p)
+                std::mem::transmute::<*mut std::ffi::c_void, unsafe extern "C" fn($($ty),*) -> $ret>(p)
             };
             $body
         }
@@ -104,6 +104,7 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
     unsafe { std::slice::from_raw_parts(iov, n) }
 }
 
+mod nspr;
 mod openssl;
 
 // ---- constructor ----------------------------------------------------------------------------
