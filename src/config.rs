@@ -17,6 +17,8 @@ pub struct Config {
     pub flush_ms: u64,
     pub filter: Option<String>,
     pub session_start_ns: u128,
+    /// Write pcapng with per-packet comments (a `.pcapng` name or NETINTERCEPT_FORMAT=pcapng).
+    pub pcapng: bool,
 }
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
@@ -25,8 +27,15 @@ impl Config {
     /// Read the environment; `now_ns` stands in for a missing session start.
     pub fn from_env(now_ns: u128) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let file_pattern = var("NETINTERCEPT_FILE").unwrap_or_else(|| DEFAULT_FILE.to_string());
+        let pcapng = match var("NETINTERCEPT_FORMAT").as_deref() {
+            Some("pcapng") => true,
+            Some(_) => false,
+            None => file_pattern.ends_with(".pcapng"),
+        };
         Self {
-            file_pattern: var("NETINTERCEPT_FILE").unwrap_or_else(|| DEFAULT_FILE.to_string()),
+            pcapng,
+            file_pattern,
             flush_ms: var("NETINTERCEPT_FLUSH_MS")
                 .and_then(|v| v.parse().ok())
                 .filter(|&ms| ms > 0)

@@ -37,6 +37,7 @@ pub fn record(f: impl FnOnce()) {
 
 /// Lock `fd`'s connection, making sure the descriptor still refers to it once locked.
 fn lock_fd(fd: i32) -> Option<MutexGuard<'static, ConnState>> {
+    guard::set_fd(fd);
     let conn = fd_table::get(fd)?;
     let st = conn.lock()?;
     let still = fd_table::get(fd).is_some_and(|c| std::ptr::eq(c, conn));

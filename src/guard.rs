@@ -10,6 +10,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
+    static CALL: Cell<&'static str> = const { Cell::new("") };
+    static FD: Cell<i32> = const { Cell::new(-1) };
+}
+
+/// Note the intercepted call this thread is in (for pcapng packet comments).
+#[inline]
+pub fn set_call(name: &'static str) {
+    let _ = CALL.try_with(|c| c.set(name));
+}
+
+/// The intercepted call this thread is in, or "".
+pub fn call() -> &'static str {
+    CALL.try_with(Cell::get).unwrap_or("")
+}
+
+/// Note the descriptor whose connection this thread is recording.
+pub fn set_fd(fd: i32) {
+    let _ = FD.try_with(|c| c.set(fd));
+}
+
+/// The descriptor noted by [`set_fd`].
+pub fn fd() -> i32 {
+    FD.try_with(Cell::get).unwrap_or(-1)
 }
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);

@@ -80,7 +80,12 @@ pub fn emit(packet: &[u8]) {
         sink.claim();
     }
     if let FileState::Open { .. } = sink.file {
-        synth::pcap_record(ts, packet, &mut sink.buf);
+        if config::get().pcapng {
+            let comment = packet_comment();
+            synth::pcapng_record(ts, packet, &comment, &mut sink.buf);
+        } else {
+            synth::pcap_record(ts, packet, &mut sink.buf);
+        }
         if sink.buf.len() >= HIGH_WATER {
             sink.write_out();
         }
@@ -192,7 +197,12 @@ impl Sink {
             match try_claim(&path, cfg.session_start_ns) {
                 Ok(Some(fd)) => {
                     // The header goes out at once: even after _exit the file is a valid capture.
-                    if let Err(e) = sys::write_all(fd, &synth::pcap_header()) {
+                    let header = if cfg.pcapng {
+                        pcapng_header(&info)
+                    } else {
+                        synth::pcap_header()
+                    };
+                    if let Err(e) = sys::write_all(fd, &header) {
                         sys::close(fd);
                         return self.report(&path, e);
                     }
@@ -210,6 +220,51 @@ impl Sink {
         }
         self.report(&base, libc::EEXIST);
     }
+}
+
+/// Which process, thread, descriptor and call made the packet being written.
+fn packet_comment() -> String {
+    let call = guard::call();
+    let library = match call {
+        c if c.starts_with("SSL_") => " tls=OpenSSL",
+        c if c.starts_with("PR_") => " tls=NSS",
+        _ => "",
+    };
+    format!(
+        "pid={} tid={} exe={} fd={} call={call}{library}",
+        sys::getpid(),
+        sys::gettid(),
+        exe_name(),
+        guard::fd()
+    )
+}
+
+fn exe_name() -> &'static str {
+    static NAME: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    NAME.get_or_init(|| {
+        std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    })
+}
+
+fn pcapng_header(info: &output_path::ProcessInfo) -> Vec<u8> {
+    let command_line = std::fs::read("/proc/self/cmdline")
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    synth::pcapng_header(&synth::SectionInfo {
+        host: &info.host,
+        os: std::env::consts::OS,
+        application: concat!("netintercept ", env!("CARGO_PKG_VERSION")),
+        command_line: &command_line,
+    })
 }
 
 /// Open and lock `path` for this process: `Ok(None)` when another process of this run has it.

@@ -293,3 +293,54 @@ fn nss_tstclnt_is_decrypted() {
     );
     assert_plaintext(&cap, port);
 }
+
+#[test]
+fn pcapng_comments_name_the_process_and_the_call() {
+    let dir = TempDir::new("pcapng");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("curl.pcapng");
+    let shell = format!("echo $$; exec curl -sSk -o /dev/null https://127.0.0.1:{port}/index.html");
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "sh", &["-c", &shell]),
+        LIMIT,
+    );
+    assert!(out.status.success());
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let report = support::tshark::inspect(&cap);
+    assert_eq!(
+        (
+            report.bad_checksums,
+            report.analysis_flags,
+            report.malformed
+        ),
+        (0, 0, 0)
+    );
+    let writes = support::tshark::fields(
+        &cap,
+        "frame.comment contains \"SSL_write\"",
+        &["frame.comment"],
+    );
+    assert!(
+        !writes.is_empty(),
+        "the plaintext request is marked SSL_write"
+    );
+    for line in writes.lines() {
+        assert!(line.starts_with(&format!("pid={pid} ")), "{line}");
+        assert!(
+            line.contains("exe=curl") && line.contains("tls=OpenSSL"),
+            "{line}"
+        );
+    }
+    let info = Command::new("capinfos")
+        .arg(&cap)
+        .output()
+        .expect("capinfos (tshark)");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("netintercept "),
+        "the section names the application: {info}"
+    );
+    assert!(info.contains("nanoseconds"), "{info}");
+}

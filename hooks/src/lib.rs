@@ -32,6 +32,7 @@ macro_rules! hook {
 
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            netintercept_core::guard::set_call(stringify!($name));
             let p = $real_static.get();
             if p.is_null() {
                 netintercept_core::sys::set_errno(libc::ENOSYS);

@@ -121,8 +121,10 @@ unsafe fn tls_call(
     if prev == 0 {
         record(|| events::on_tls_fd(key, os_fd));
     }
+    let name = netintercept_core::guard::call();
     let ret = call();
     tls::leave(prev);
+    netintercept_core::guard::set_call(name);
     if prev == 0 && ret > 0 {
         // SAFETY: the call moved `ret` bytes at `buf`.
         let data = unsafe { bytes(buf, ret as usize) };
@@ -172,6 +174,7 @@ hook!(REAL_PR_WRITEV in LIBNSPR, fn PR_Writev(fd: *mut PrFileDesc, iov: *const P
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, iov, size, timeout) };
     tls::leave(prev);
+    netintercept_core::guard::set_call("PR_Writev");
     if prev == 0 && ret > 0 && !iov.is_null() {
         let mut left = ret as usize;
         for i in 0..size.max(0) as usize {

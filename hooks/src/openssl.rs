@@ -67,8 +67,17 @@ fn note_close(prev: usize, ssl: *mut c_void, ret: c_int) {
 }
 
 /// Leave the call and record `n` plaintext bytes at `buf` moved by the outermost call.
-fn leave(prev: usize, ssl: *mut c_void, side: Side, buf: *const c_void, n: usize) {
+fn leave(
+    prev: usize,
+    ssl: *mut c_void,
+    side: Side,
+    buf: *const c_void,
+    n: usize,
+    call: &'static str,
+) {
     tls::leave(prev);
+    // Socket calls nested in the SSL call noted their own names.
+    netintercept_core::guard::set_call(call);
     if prev == 0 && n > 0 {
         // SAFETY: the SSL call just read or filled `n` bytes at `buf`.
         let data = unsafe { bytes(buf, n) };
@@ -80,7 +89,7 @@ hook!(REAL_SSL_READ in LIBSSL, fn SSL_read(ssl: *mut c_void, buf: *mut c_void, n
     let prev = enter(ssl);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(ssl, buf, num) };
-    leave(prev, ssl, Side::Remote, buf, ret.max(0) as usize);
+    leave(prev, ssl, Side::Remote, buf, ret.max(0) as usize, "SSL_read");
     note_close(prev, ssl, ret);
     ret
 });
@@ -89,7 +98,7 @@ hook!(REAL_SSL_WRITE in LIBSSL, fn SSL_write(ssl: *mut c_void, buf: *const c_voi
     let prev = enter(ssl);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(ssl, buf, num) };
-    leave(prev, ssl, Side::Local, buf, ret.max(0) as usize);
+    leave(prev, ssl, Side::Local, buf, ret.max(0) as usize, "SSL_write");
     ret
 });
 
@@ -111,7 +120,7 @@ hook!(REAL_SSL_READ_EX in LIBSSL, fn SSL_read_ex(ssl: *mut c_void, buf: *mut c_v
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(ssl, buf, num, got) };
     // SAFETY: `got` is the caller's out-parameter.
-    leave(prev, ssl, Side::Remote, buf, unsafe { ex_count(ret, got) });
+    leave(prev, ssl, Side::Remote, buf, unsafe { ex_count(ret, got) }, "SSL_read_ex");
     note_close(prev, ssl, ret);
     ret
 });
@@ -121,7 +130,7 @@ hook!(REAL_SSL_WRITE_EX in LIBSSL, fn SSL_write_ex(ssl: *mut c_void, buf: *const
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(ssl, buf, num, put) };
     // SAFETY: `put` is the caller's out-parameter.
-    leave(prev, ssl, Side::Local, buf, unsafe { ex_count(ret, put) });
+    leave(prev, ssl, Side::Local, buf, unsafe { ex_count(ret, put) }, "SSL_write_ex");
     ret
 });
 

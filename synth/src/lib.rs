@@ -13,6 +13,7 @@
 
 mod address;
 mod pcap_format;
+mod pcapng_format;
 mod seq_number;
 mod tcp_stream;
 mod udp_datagram;
@@ -25,5 +26,6 @@ pub use address::{
     MAX_UDP_PAYLOAD_V6,
 };
 pub use pcap_format::{pcap_header, pcap_record, SNAPLEN};
+pub use pcapng_format::{pcapng_header, pcapng_record, SectionInfo};
 pub use tcp_stream::{Side, TcpStream};
 pub use udp_datagram::udp_datagram;
