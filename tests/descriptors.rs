@@ -470,3 +470,35 @@ os.waitpid(pid, 0)
         );
     }
 }
+
+#[test]
+fn sendfile_to_a_socket_is_captured_with_the_file_bytes() {
+    let (_srv, port) = echo_server();
+    let script = r#"
+import os, socket, sys
+data = bytes(range(256)) * 1000
+with open("payload.bin", "wb") as f:
+    f.write(data)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+with open("payload.bin", "rb") as f:
+    f.seek(1000)
+    sent = 0
+    while sent < len(data) - 1000:
+        sent += os.sendfile(s.fileno(), f.fileno(), None, len(data))
+    assert f.tell() == len(data), "sendfile moved the offset as usual"
+got = b""
+while len(got) < len(data) - 1000:
+    got += s.recv(65536)
+s.close()
+"#;
+    let (dir, cap) = run_traced_script("sendfile", script, &[&port.to_string()]);
+    let data = std::fs::read(dir.join("payload.bin")).expect("payload");
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    assert_eq!(up.len(), 1);
+    assert_eq!(
+        up[0].bytes,
+        data[1000..],
+        "the file's bytes from the offset on"
+    );
+}
