@@ -684,7 +684,19 @@ unsafe fn sendfile_start(in_fd: c_int, offset: *const libc::off_t) -> Option<i64
     }
 }
 
-hook!(REAL_SENDFILE, fn sendfile(out: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t, |real| {
+type SendfileFn = unsafe extern "C" fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t;
+
+/// sendfile and sendfile64 (the same call on 64-bit): the file's bytes are read back with pread.
+///
+/// # Safety
+/// The arguments are the caller's, for `real`.
+unsafe fn traced_sendfile(
+    real: SendfileFn,
+    out: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
     if !events::is_tracked(out) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(out, in_fd, offset, count) };
@@ -697,21 +709,16 @@ hook!(REAL_SENDFILE, fn sendfile(out: c_int, in_fd: c_int, offset: *mut libc::of
         record(|| events::on_sendfile(out, in_fd, start, ret as usize));
     }
     ret
+}
+
+hook!(REAL_SENDFILE, fn sendfile(out: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t, |real| {
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { traced_sendfile(real, out, in_fd, offset, count) }
 });
 
 hook!(REAL_SENDFILE64, fn sendfile64(out: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t, |real| {
-    if !events::is_tracked(out) {
-        // SAFETY: forwarding the caller's arguments unchanged.
-        return unsafe { real(out, in_fd, offset, count) };
-    }
-    // SAFETY: the caller's `offset` is null or valid.
-    let start = unsafe { sendfile_start(in_fd, offset) };
-    // SAFETY: forwarding the caller's arguments unchanged.
-    let ret = unsafe { real(out, in_fd, offset, count) };
-    if let (true, Some(start)) = (ret > 0, start) {
-        record(|| events::on_sendfile(out, in_fd, start, ret as usize));
-    }
-    ret
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { traced_sendfile(real, out, in_fd, offset, count) }
 });
 
 // ---- exec: the new image starts with an empty buffer, so write ours first ------------------
