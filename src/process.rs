@@ -112,3 +112,10 @@ pub fn before_exec() {
     events::reap_vanished();
     sink::flush_if_owner();
 }
+
+/// `_exit` is about to end the process without atexit handlers: flush what this process owns (not
+/// from a vfork child, whose `_exit` after a failed exec must leave the parent's buffer alone).
+pub fn before_exit_now() {
+    let _entered = guard::enter();
+    sink::flush_if_owner();
+}

@@ -344,3 +344,111 @@ fn pcapng_comments_name_the_process_and_the_call() {
     );
     assert!(info.contains("nanoseconds"), "{info}");
 }
+
+/// A CA, a leaf for 127.0.0.1 signed by it, and a fresh Firefox profile that trusts the CA.
+fn firefox_profile(dir: &Path, socket_process: bool) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/firefox");
+    let config = std::fs::read_to_string("/etc/ssl/openssl.cnf").unwrap_or_default()
+        + &std::fs::read_to_string(fixtures.join("ca.cnf")).expect("ca.cnf");
+    std::fs::write(dir.join("openssl.cnf"), config).expect("openssl.cnf");
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=netintercept-test-ca -extensions v3_ca -config openssl.cnf",
+        "req -newkey rsa:2048 -nodes -keyout key.pem -out leaf.csr -subj /CN=127.0.0.1",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile openssl.cnf -extensions leaf",
+    ] {
+        let st = Command::new("openssl").args(args.split(' ')).current_dir(dir).output().expect("openssl");
+        assert!(st.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&st.stderr));
+    }
+    std::fs::create_dir(dir.join("profile")).expect("profile");
+    for args in [
+        "-N -d sql:profile --empty-password",
+        "-A -n testca -t C,, -i ca.pem -d sql:profile",
+    ] {
+        let st = Command::new("certutil")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .status()
+            .expect("certutil");
+        assert!(st.success(), "certutil {args}");
+    }
+    let mut prefs = std::fs::read_to_string(fixtures.join("user.js")).expect("user.js");
+    prefs += &format!("user_pref(\"network.process.enabled\", {socket_process});\n");
+    std::fs::write(dir.join("profile/user.js"), prefs).expect("user.js");
+    std::fs::write(dir.join("index.html"), BODY).expect("page");
+}
+
+fn firefox_shows_plaintext(socket_process: bool) {
+    let dir = TempDir::new("firefox");
+    firefox_profile(dir.path(), socket_process);
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "127.0.0.1", port);
+    let cap = dir.join("ff-%p.pcap");
+    let profile = dir.join("profile");
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let shot = dir.join("shot.png");
+    let mut cmd = support::traced(
+        dir.path(),
+        &cap,
+        "firefox-esr",
+        &[
+            "--headless",
+            "--no-remote",
+            "--profile",
+            &profile.to_string_lossy(),
+            "--screenshot",
+            &shot.to_string_lossy(),
+            &url,
+        ],
+    );
+    cmd.env("MOZ_CRASHREPORTER_DISABLE", "1")
+        .env("HOME", dir.path());
+    let out = support::run_with_timeout(&mut cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "firefox: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shot.is_file(),
+        "firefox rendered the page: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut found = false;
+    for e in std::fs::read_dir(dir.path()).expect("dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "pcap") {
+            let ours = support::check_clean(&p);
+            for ((_, to), up) in &ours.tcp {
+                if to.port() == port && up.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n") {
+                    assert!(String::from_utf8_lossy(&up.bytes).contains("Firefox/"));
+                    found = true;
+                }
+            }
+            for ((from, _), d) in &ours.tcp {
+                if from.port() == port && !d.bytes.is_empty() {
+                    assert!(d.bytes.ends_with(BODY), "the page's bytes, decrypted");
+                }
+                for w in d.bytes.windows(3) {
+                    assert!(
+                        !(w[0] == 0x16 && w[1] == 0x03 && w[2] <= 0x04),
+                        "no TLS handshake record"
+                    );
+                }
+            }
+            for (_, to) in ours.tcp.keys() {
+                assert!(to.ip().is_loopback(), "loopback only: {to}");
+            }
+        }
+    }
+    assert!(found, "Firefox's plaintext GET is in a capture");
+}
+
+#[test]
+fn firefox_default_process_model_is_decrypted() {
+    firefox_shows_plaintext(true);
+}
+
+#[test]
+fn firefox_without_socket_process_is_decrypted() {
+    firefox_shows_plaintext(false);
+}

@@ -761,3 +761,36 @@ hook!(REAL_EXECVEAT, fn execveat(dirfd: c_int, path: CStrPtr, argv: CStrArray, e
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { real(dirfd, path, argv, envp, flags) }
 });
+
+// ---- _exit: programs that leave without exit() (Firefox's fast shutdown) still flush -------
+
+static REAL_UNDERSCORE_EXIT: netintercept_core::real_fn::RealFn =
+    netintercept_core::real_fn::RealFn::new(c"_exit");
+static REAL_UNDERSCORE_CAPITAL_EXIT: netintercept_core::real_fn::RealFn =
+    netintercept_core::real_fn::RealFn::new(c"_Exit");
+
+/// Flush, then leave through `real` (or the raw syscall if it cannot be found).
+fn leave_now(real: &netintercept_core::real_fn::RealFn, status: c_int) -> ! {
+    record(process::before_exit_now);
+    let p = real.get();
+    if !p.is_null() {
+        // SAFETY: the next definition of _exit/_Exit has this signature and does not return.
+        let real =
+            unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int) -> !>(p) };
+        // SAFETY: forwarding the caller's status.
+        unsafe { real(status) }
+    }
+    // SAFETY: exit_group never returns.
+    unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    unreachable!("exit_group returned")
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    leave_now(&REAL_UNDERSCORE_EXIT, status)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    leave_now(&REAL_UNDERSCORE_CAPITAL_EXIT, status)
+}

@@ -42,6 +42,12 @@ static REAL_NATIVE_HANDLE: RealFn = RealFn::in_libs(c"PR_FileDesc2NativeHandle",
 static SSL_IDENTITY: AtomicI32 = AtomicI32::new(-1);
 
 fn is_ssl_identity(id: c_int) -> bool {
+    // 0 is NSPR's own bottom layer and negatives are markers: only layers registered with
+    // PR_GetUniqueIdentity (positive) have names, and asking NSPR for the name of 0 before any
+    // layer is registered dereferences an empty table.
+    if id <= 0 {
+        return false;
+    }
     let known = SSL_IDENTITY.load(Ordering::Relaxed);
     if known >= 0 {
         return id == known;
@@ -187,5 +193,45 @@ hook!(REAL_PR_WRITEV in LIBNSPR, fn PR_Writev(fd: *mut PrFileDesc, iov: *const P
             left -= n;
         }
     }
+    ret
+});
+
+/// A connect on an NSPR stack with an SSL layer: the connection carries TLS from its first byte,
+/// so the ClientHello that NSS sends from inside its own handshake calls (SSL_ForceHandshake,
+/// PR_ConnectContinue, a poll callback) is never written as data.
+///
+/// # Safety
+/// `fd` is null or live.
+unsafe fn mark_tls(fd: *mut PrFileDesc) {
+    // SAFETY: per the contract.
+    if let Some(os_fd) = unsafe { ssl_socket(fd) } {
+        record(|| events::on_tls_fd(fd as usize, os_fd));
+    }
+}
+
+hook!(REAL_PR_CONNECT in LIBNSPR, fn PR_Connect(fd: *mut PrFileDesc, addr: *const c_void, timeout: u32) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, addr, timeout) };
+    // SAFETY: the caller's fd is live.
+    unsafe { mark_tls(fd) };
+    ret
+});
+
+hook!(REAL_PR_CONNECT_CONTINUE in LIBNSPR, fn PR_ConnectContinue(fd: *mut PrFileDesc, out_flags: i16) -> c_int, |real| {
+    // SAFETY: the caller's fd is live.
+    unsafe { mark_tls(fd) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(fd, out_flags) }
+});
+
+static LIBSSL3: &[&CStr] = &[c"libssl3.so"];
+
+hook!(REAL_SSL_FORCE_HANDSHAKE in LIBSSL3, fn SSL_ForceHandshake(fd: *mut PrFileDesc) -> c_int, |real| {
+    // SAFETY: the caller's fd is live.
+    unsafe { mark_tls(fd) };
+    let prev = tls::enter(fd as usize);
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(fd) };
+    tls::leave(prev);
     ret
 });
