@@ -97,7 +97,8 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
     Parsed::Run(args)
 }
 
-/// The preload library: $NETINTERCEPT_LIB, else `libnetintercept.so` beside this executable.
+/// The preload library: $NETINTERCEPT_LIB, else `libnetintercept.so` beside this executable or
+/// in `../lib`.
 fn library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("NETINTERCEPT_LIB").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -105,15 +106,22 @@ fn library() -> Result<PathBuf, String> {
             .map_err(|e| format!("NETINTERCEPT_LIB '{}': {e}", p.display()));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let lib = exe.with_file_name("libnetintercept.so");
-    if lib.is_file() {
-        Ok(lib)
-    } else {
-        Err(format!(
-            "library not found at '{}' (set NETINTERCEPT_LIB)",
-            lib.display()
-        ))
-    }
+    let beside = exe.with_file_name("libnetintercept.so");
+    // Installed as PREFIX/bin/netintercept with PREFIX/lib/libnetintercept.so.
+    let installed = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("lib/libnetintercept.so"));
+    [Some(beside.clone()), installed]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "library not found at '{}' (set NETINTERCEPT_LIB)",
+                beside.display()
+            )
+        })
 }
 
 /// `cmd` resolved through PATH as execvp would.

@@ -105,7 +105,9 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
     unsafe { std::slice::from_raw_parts(iov, n) }
 }
 
+#[cfg(feature = "nspr")]
 mod nspr;
+#[cfg(feature = "openssl")]
 mod openssl;
 
 // ---- constructor ----------------------------------------------------------------------------
