@@ -452,3 +452,78 @@ fn firefox_default_process_model_is_decrypted() {
 fn firefox_without_socket_process_is_decrypted() {
     firefox_shows_plaintext(false);
 }
+
+/// An HTTP/2-only TLS server (node's http2 module, untraced) answering every stream with BODY.
+const H2_SERVER: &str = r#"
+const fs = require('fs'), http2 = require('http2');
+const [host, port, body] = process.argv.slice(-3);
+const srv = http2.createSecureServer({
+  key: fs.readFileSync('key.pem'), cert: fs.readFileSync('cert.pem'), allowHTTP1: false,
+});
+srv.on('stream', (s) => { s.respond({':status': 200, 'content-type': 'text/html'}); s.end(body); });
+srv.listen(Number(port), host);
+"#;
+
+#[test]
+fn curl_http2_shows_headers_and_data_frames() {
+    let dir = TempDir::new("curl-h2");
+    make_site(dir.path());
+    let port = support::free_port();
+    let child = Command::new("node")
+        .args(["-e", H2_SERVER, "127.0.0.1", &port.to_string()])
+        .arg(std::str::from_utf8(BODY).expect("ascii"))
+        .current_dir(dir.path())
+        .env_remove("LD_PRELOAD")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("node is installed");
+    let _srv = servers::Server(child);
+    servers::wait_tcp("127.0.0.1", port);
+    let cap = dir.join("h2.pcap");
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let out = support::run_with_timeout(
+        &mut support::traced(dir.path(), &cap, "curl", &["-sSk", "--http2", &url]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, BODY);
+    let ours = support::check_clean(&cap);
+    let up = ours.to_port(port);
+    let down = ours.sent_from_port(port);
+    assert_eq!((up.len(), down.len()), (1, 1), "{:?}", ours.tcp.keys());
+    assert!(
+        up[0].bytes.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        "the HTTP/2 connection preface in plaintext"
+    );
+    let body_hex: String = BODY.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&cap)
+        .args(["-d", &format!("tcp.port=={port},http2"), "-Y", "http2"])
+        .args(["-T", "fields", "-e", "tcp.dstport", "-e", "http2.type"])
+        .args(["-e", "http2.header.name", "-e", "http2.data.data"])
+        .output()
+        .expect("tshark");
+    let frames = String::from_utf8_lossy(&out.stdout);
+    // Per packet: destination port, frame types (1 HEADERS, 0 DATA), header names, DATA bytes.
+    let rows: Vec<Vec<&str>> = frames.lines().map(|l| l.split('\t').collect()).collect();
+    let has = |row: &[&str], ty: &str| row[1].split(',').any(|t| t == ty);
+    let request = rows
+        .iter()
+        .any(|r| r[0] == port.to_string() && has(r, "1") && r[2].contains(":method"));
+    let response = rows
+        .iter()
+        .any(|r| r[0] != port.to_string() && has(r, "1") && r[2].contains(":status"));
+    let data = rows
+        .iter()
+        .any(|r| r[0] != port.to_string() && has(r, "0") && r[3] == body_hex);
+    assert!(
+        request && response && data,
+        "HTTP2 HEADERS both ways and DATA:\n{frames}"
+    );
+    assert!(down[0].bytes.windows(BODY.len()).any(|w| w == BODY));
+}
