@@ -35,7 +35,8 @@ Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
   NETINTERCEPT_FLUSH_MS  longest time a packet stays buffered, in ms (default 1000)
   NETINTERCEPT_FOLLOW    0 to leave child processes untraced
   NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
-  NETINTERCEPT_TLS       plain (default: decrypted TLS) or raw (the ciphertext)
+  NETINTERCEPT_TLS       plain (default: decrypted TLS), raw (the ciphertext) or both
+                         (plaintext on a parallel stream, client port XOR 0x8000)
   NETINTERCEPT_FORMAT    pcapng for pcapng with per-packet comments (also chosen by a .pcapng name)
 
 The exit status is COMMAND's, or 128+N when a signal N killed it.

@@ -33,6 +33,20 @@ pub struct ConnState {
     /// Carries TLS: in plain mode its socket-level bytes are ciphertext and are not recorded.
     pub tls: bool,
     pub proto: Proto,
+    /// In `NETINTERCEPT_TLS=both`, the plaintext's parallel stream, from the first plaintext on.
+    pub mirror: Option<Box<TcpStream>>,
+}
+
+impl ConnState {
+    /// `side` sent its FIN: on the connection's stream and on its plaintext twin.
+    pub fn fin(&mut self, side: synth::Side, out: &mut dyn FnMut(&[u8])) {
+        if let Proto::Tcp(Tcp::Open(stream)) = &mut self.proto {
+            stream.fin(side, out);
+        }
+        if let Some(twin) = &mut self.mirror {
+            twin.fin(side, out);
+        }
+    }
 }
 
 /// The transport and its phase.
@@ -95,6 +109,7 @@ impl Connection {
             ident,
             tls: false,
             proto,
+            mirror: None,
         };
         let reused = if guard::nested() {
             FREE.try_lock().and_then(|mut f| f.pop())

@@ -87,11 +87,10 @@ fn drop_ref(conn: &'static Connection) {
     }
     // A fork child closing an inherited socket sends nothing: the parent still holds it.
     if st.owner_pid == sys::getpid() {
-        if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
-            stream.fin(Side::Local, &mut emit);
-        }
+        st.fin(Side::Local, &mut emit);
     }
     st.proto = Proto::Free;
+    st.mirror = None;
     drop(st);
     conn.release();
 }
@@ -490,7 +489,8 @@ pub fn on_recv(fd: i32, data: &dyn Payload, src: Option<SocketAddr>) {
 /// call inside an SSL call is what makes a connection TLS when the SSL object's descriptor is
 /// not known otherwise.
 fn is_ciphertext(fd: i32, st: &mut ConnState) -> bool {
-    if crate::tls::mode() != crate::tls::Mode::Plain || !matches!(st.proto, Proto::Tcp(_)) {
+    let mode = crate::tls::mode();
+    if !mode.decrypts() || !matches!(st.proto, Proto::Tcp(_)) {
         return false;
     }
     let ssl = crate::tls::current();
@@ -498,12 +498,13 @@ fn is_ciphertext(fd: i32, st: &mut ConnState) -> bool {
         crate::tls::bind(ssl, fd);
         st.tls = true;
     }
-    st.tls
+    // In `both` mode the ciphertext is the connection's own stream.
+    st.tls && mode == crate::tls::Mode::Plain
 }
 
 /// An SSL call on object `ssl` found its descriptor with `SSL_get_fd` (or NSPR's native handle).
 pub fn on_tls_fd(ssl: usize, fd: i32) {
-    if crate::tls::mode() != crate::tls::Mode::Plain || fd < 0 {
+    if !crate::tls::mode().decrypts() || fd < 0 {
         return;
     }
     discover(fd);
@@ -517,7 +518,8 @@ pub fn on_tls_fd(ssl: usize, fd: i32) {
 
 /// Plaintext that `ssl` wrote (`side` Local) or read (`side` Remote).
 pub fn on_tls_data(ssl: usize, side: Side, data: &[u8]) {
-    if crate::tls::mode() != crate::tls::Mode::Plain || data.is_empty() {
+    let mode = crate::tls::mode();
+    if !mode.decrypts() || data.is_empty() {
         return;
     }
     let Some(fd) = crate::tls::fd_of(ssl) else {
@@ -526,18 +528,33 @@ pub fn on_tls_data(ssl: usize, side: Side, data: &[u8]) {
     let Some(mut st) = lock_fd(fd) else { return };
     settle_connect(fd, &mut st, None);
     st.tls = true;
-    if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
+    let ConnState { proto, mirror, .. } = &mut *st;
+    let Proto::Tcp(Tcp::Open(stream)) = proto else {
+        return;
+    };
+    if mode == crate::tls::Mode::Both {
+        mirror
+            .get_or_insert_with(|| Box::new(stream.parallel(next_isn(), next_isn(), &mut emit)))
+            .data(side, data, &mut emit);
+    } else {
         stream.data(side, data, &mut emit);
     }
 }
 
 /// The TLS peer of `ssl` closed its session: its FIN, as a socket read of 0 would give.
 pub fn on_tls_eof(ssl: usize) {
-    if crate::tls::mode() != crate::tls::Mode::Plain {
+    let Some(fd) = crate::tls::fd_of(ssl) else {
         return;
-    }
-    if let Some(fd) = crate::tls::fd_of(ssl) {
-        on_eof(fd);
+    };
+    match crate::tls::mode() {
+        crate::tls::Mode::Plain => on_eof(fd),
+        // The socket's own end of file comes with the ciphertext's FIN.
+        crate::tls::Mode::Both => {
+            if let Some(twin) = lock_fd(fd).as_mut().and_then(|st| st.mirror.as_mut()) {
+                twin.fin(Side::Remote, &mut emit);
+            }
+        }
+        crate::tls::Mode::Raw => {}
     }
 }
 
@@ -545,9 +562,7 @@ pub fn on_tls_eof(ssl: usize) {
 pub fn on_eof(fd: i32) {
     let Some(mut st) = lock_fd(fd) else { return };
     settle_connect(fd, &mut st, None);
-    if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
-        stream.fin(Side::Remote, &mut emit);
-    }
+    st.fin(Side::Remote, &mut emit);
 }
 
 /// An I/O call on `fd` failed with `errno`: a pending connect may have been refused.
@@ -565,9 +580,7 @@ pub fn on_shutdown(fd: i32, how: i32) {
         return;
     }
     let Some(mut st) = lock_fd(fd) else { return };
-    if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
-        stream.fin(Side::Local, &mut emit);
-    }
+    st.fin(Side::Local, &mut emit);
 }
 
 /// Whether `fd` is a tracked datagram socket (receivers then ask the kernel for the source).
@@ -621,9 +634,7 @@ pub fn end_all_at_exit() {
     fd_table::for_each(|_, conn| {
         if let Some(mut st) = conn.lock() {
             if st.owner_pid == pid {
-                if let Proto::Tcp(Tcp::Open(stream)) = &mut st.proto {
-                    stream.fin(Side::Local, &mut emit);
-                }
+                st.fin(Side::Local, &mut emit);
             }
         }
     });

@@ -7,6 +7,10 @@
 //! or the first ciphertext seen inside one, so a ClientHello is never written as data; bytes sent
 //! in the clear before that (a STARTTLS exchange) stay, as they really were plaintext.
 //! `NETINTERCEPT_TLS=raw` records the wire bytes only, as if no TLS library were hooked.
+//! `NETINTERCEPT_TLS=both` records the wire bytes on the connection's own stream and the
+//! plaintext on a parallel stream (same addresses and server port, the client's port XOR 0x8000:
+//! see `synth::TcpStream::parallel`), so Wireshark dissects TLS on one and the application
+//! protocol on the other.
 
 use std::cell::Cell;
 
@@ -20,16 +24,26 @@ pub enum Mode {
     Plain,
     /// The ciphertext as it went on the wire.
     Raw,
+    /// The ciphertext on the connection's stream, the plaintext on a parallel one.
+    Both,
+}
+
+impl Mode {
+    /// Whether the SSL/NSPR hooks record plaintext.
+    pub fn decrypts(self) -> bool {
+        self != Mode::Raw
+    }
 }
 
 /// The mode chosen by `NETINTERCEPT_TLS`.
 pub fn mode() -> Mode {
     static MODE: Lazy<Mode> = Lazy::new(|| match std::env::var("NETINTERCEPT_TLS").as_deref() {
         Ok("raw") => Mode::Raw,
+        Ok("both") => Mode::Both,
         Ok("plain") | Ok("") | Err(_) => Mode::Plain,
         Ok(other) => {
             crate::sys::report(&format!(
-                "NETINTERCEPT_TLS='{other}' is not plain or raw: using plain"
+                "NETINTERCEPT_TLS='{other}' is not plain, raw or both: using plain"
             ));
             Mode::Plain
         }

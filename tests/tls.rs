@@ -1,5 +1,6 @@
 //! Issue 5: decrypted TLS through OpenSSL, with certificates made by the test.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -264,6 +265,52 @@ fn raw_mode_keeps_the_ciphertext() {
         .bytes
         .windows(BODY.len())
         .any(|w| w == BODY));
+}
+
+/// `NETINTERCEPT_TLS=both`: the wire's TLS records on the connection's own stream, the plaintext
+/// on a parallel stream from the client's port XOR 0x8000 to the same server port.
+#[test]
+fn both_mode_puts_the_plaintext_beside_the_ciphertext() {
+    let dir = TempDir::new("both-tls");
+    make_site(dir.path());
+    let port = support::free_port();
+    let _srv = s_server(dir.path(), "::1", port);
+    let cap = dir.join("both.pcap");
+    let url = format!("https://[::1]:{port}/index.html");
+    let mut cmd = support::traced(dir.path(), &cap, "curl", &["-sSk", &url]);
+    cmd.env("NETINTERCEPT_TLS", "both");
+    let out = support::run_with_timeout(&mut cmd, LIMIT);
+    assert_eq!(out.stdout, BODY);
+    let ours = support::check_clean(&cap);
+    let ups: Vec<_> = ours
+        .tcp
+        .iter()
+        .filter(|((_, to), _)| to.port() == port)
+        .collect();
+    assert_eq!(ups.len(), 2, "{:?}", ours.tcp.keys());
+    let (wire, plain) = if ups[0].1.bytes.starts_with(b"GET ") {
+        (ups[1], ups[0])
+    } else {
+        (ups[0], ups[1])
+    };
+    let ((wire_client, _), wire_up) = wire;
+    let ((plain_client, _), plain_up) = plain;
+    assert_eq!(plain_client.ip(), wire_client.ip());
+    assert_eq!(plain_client.port(), wire_client.port() ^ 0x8000);
+    assert_eq!(&wire_up.bytes[..2], &[0x16, 0x03], "the ClientHello record");
+    assert!(plain_up.bytes.starts_with(b"GET /index.html HTTP/1.1\r\n"));
+    assert!(plain_up.syn && wire_up.syn && plain_up.fin && wire_up.fin);
+    let down = |client: &SocketAddr| &ours.tcp[&(SocketAddr::new(client.ip(), port), *client)];
+    assert!(down(plain_client).bytes.ends_with(BODY), "plaintext answer");
+    assert!(!down(wire_client)
+        .bytes
+        .windows(BODY.len())
+        .any(|w| w == BODY));
+    // Wireshark dissects each stream as what it is, with no hint.
+    let hello = support::tshark::fields(&cap, "tls.handshake.type == 1", &["tcp.srcport"]);
+    let get = support::tshark::fields(&cap, "http.request.method == \"GET\"", &["tcp.srcport"]);
+    assert_eq!(hello.trim(), wire_client.port().to_string());
+    assert_eq!(get.trim(), plain_client.port().to_string());
 }
 
 #[test]

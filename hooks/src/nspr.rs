@@ -75,7 +75,7 @@ fn is_ssl_identity(id: c_int) -> bool {
 /// # Safety
 /// `fd` is null or a live PRFileDesc the program is calling with.
 unsafe fn ssl_socket(fd: *mut PrFileDesc) -> Option<c_int> {
-    if tls::mode() != tls::Mode::Plain {
+    if !tls::mode().decrypts() {
         return None;
     }
     let mut layer = fd;

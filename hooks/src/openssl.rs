@@ -19,7 +19,7 @@ static REAL_SSL_GET_FD: RealFn = RealFn::in_libs(c"SSL_get_fd", LIBSSL);
 /// Enter an SSL call on `ssl`, learning its descriptor where `SSL_get_fd` knows it.
 fn enter(ssl: *mut c_void) -> usize {
     let prev = tls::enter(ssl as usize);
-    if prev == 0 && tls::mode() == tls::Mode::Plain && !ssl.is_null() {
+    if prev == 0 && tls::mode().decrypts() && !ssl.is_null() {
         let p = REAL_SSL_GET_FD.get();
         if !p.is_null() {
             let saved = sys::errno();

@@ -62,6 +62,16 @@ impl Endpoints {
         }
     }
 
+    /// The same endpoints with `a`'s port (`of_a`) or `b`'s replaced by `port`.
+    pub(crate) fn with_port(mut self, of_a: bool, port: u16) -> Endpoints {
+        if of_a {
+            self.a_port = port;
+        } else {
+            self.b_port = port;
+        }
+        self
+    }
+
     pub(crate) fn is_ipv4(&self) -> bool {
         matches!(self.ips, IpPair::V4(..))
     }

@@ -72,12 +72,22 @@ pub struct TcpStream {
     endpoints: Endpoints,
     halves: [Half; 2],
     phase: Phase,
+    /// The side that sent the SYN, once `open` ran.
+    client: Option<Side>,
     scratch: Vec<u8>,
 }
+
+/// What [`TcpStream::parallel`] flips in the client's port: Linux's ephemeral ports (32768 and
+/// up) land below 32768, where no ephemeral port of another connection can be.
+pub const PARALLEL_PORT_FLIP: u16 = 0x8000;
 
 impl TcpStream {
     /// A stream between `local` and `remote`; v4-mapped IPv6 addresses are written as IPv4.
     pub fn new(local: SocketAddr, remote: SocketAddr, local_isn: u32, remote_isn: u32) -> Self {
+        Self::between(local_isn, remote_isn, Endpoints::new(local, remote))
+    }
+
+    fn between(local_isn: u32, remote_isn: u32, endpoints: Endpoints) -> Self {
         // Each side starts as if the handshake had happened, so events arriving without one
         // still give consistent sequence numbers.
         let half = |isn: u32, peer_isn: u32| Half {
@@ -87,11 +97,26 @@ impl TcpStream {
             fin_sent: false,
         };
         TcpStream {
-            endpoints: Endpoints::new(local, remote),
+            endpoints,
             halves: [half(local_isn, remote_isn), half(remote_isn, local_isn)],
             phase: Phase::Fresh,
+            client: None,
             scratch: Vec::new(),
         }
+    }
+
+    /// A second stream beside this one for another view of the same connection (the decrypted
+    /// bytes beside the ciphertext): the same addresses and server port, the client's port XOR
+    /// [`PARALLEL_PORT_FLIP`], its own sequence numbers, and its handshake emitted at once.
+    pub fn parallel(&self, local_isn: u32, remote_isn: u32, out: &mut dyn FnMut(&[u8])) -> Self {
+        let client = self.client.unwrap_or(Side::Local);
+        let (port, _) = self.endpoints.ports(client == Side::Local);
+        let endpoints = self
+            .endpoints
+            .with_port(client == Side::Local, port ^ PARALLEL_PORT_FLIP);
+        let mut twin = TcpStream::between(local_isn, remote_isn, endpoints);
+        twin.open(client, out);
+        twin
     }
 
     /// SYN from `client`, SYN/ACK from the other side, ACK from `client`.
@@ -102,6 +127,7 @@ impl TcpStream {
             return;
         }
         self.phase = Phase::Established;
+        self.client = Some(client);
         let server = client.other();
         let client_isn = self.half(client).isn;
         let server_isn = self.half(server).isn;
@@ -343,6 +369,25 @@ mod tests {
         );
         assert_eq!(&segs[0].options[..4], &[2, 4, 0xff, 0xeb]);
         assert!(segs.iter().all(|g| g.ipv6));
+    }
+
+    #[test]
+    fn parallel_stream_flips_the_client_port_and_opens_from_the_same_side() {
+        let mut s = v6();
+        run(&mut s, |s, out| s.open(Side::Remote, out));
+        let mut segs = Vec::new();
+        let mut twin = s.parallel(7, 9, &mut |p| segs.push(parse_tcp(p)));
+        // The remote side is the client: its port 80 becomes 80 ^ 0x8000; ours stays 40000.
+        let summary: Vec<_> = segs.iter().map(|g| (g.src_port, g.flags, g.seq)).collect();
+        assert_eq!(
+            summary,
+            [(32848, "S", 9), (40000, "SA", 7), (32848, "A", 10)]
+        );
+        let data = run(&mut twin, |t, out| t.data(Side::Local, b"hi", out));
+        assert_eq!((data[0].src_port, data[0].seq, data[0].ack), (40000, 8, 10));
+        // The original stream is untouched by its twin.
+        let orig = run(&mut s, |s, out| s.data(Side::Local, b"x", out));
+        assert_eq!((orig[0].src_port, orig[0].seq), (40000, 1001));
     }
 
     #[test]
