@@ -240,7 +240,8 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         }
     };
     if let Some(expr) = &args.filter {
-        if let Err(msg) = crate::filter::check(expr) {
+        let dir = lib.parent().unwrap_or(Path::new("."));
+        if let Err(msg) = crate::filter::Filter::compile_with(dir, expr) {
             eprintln!("netintercept: bad filter '{expr}': {msg}");
             return 2;
         }

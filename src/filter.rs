@@ -1,68 +1,130 @@
 //! `NETINTERCEPT_FILTER`: a tcpdump/libpcap filter run on every synthesized packet.
 //!
-//! Compiled once per process by libpcap itself (a dead handle for DLT_RAW, libpcap's side of our
-//! LINKTYPE_RAW), so the syntax and the matching are exactly tcpdump's reading our files. A bad
-//! expression is reported once per process and then nothing is written: a user who asked for
-//! less never gets more.
+//! The compiler and matcher live in `libnetintercept_pcapfilter.so` (crate `pcapfilter`), loaded
+//! with `dlopen` from beside this library only when a filter is set: libpcap and the dozen
+//! libraries it needs are then mapped into the traced program, and never otherwise. The filter is
+//! compiled once per process, at load (before any sandbox closes the file system, and so that a
+//! bad expression is reported before the program runs). A bad expression, or a filter library that
+//! cannot be loaded, is reported once and then nothing is written: a user who asked for less never
+//! gets more.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
 
 use once_cell::sync::OnceCell;
-use parking_lot::Mutex;
 
 use crate::{config, sys};
 
-/// libpcap's *DLT* for raw IPv4/IPv6 packets. Our files say LINKTYPE_RAW (101), but
-/// `pcap_open_dead` takes a DLT, and libpcap rejects 101 there ("unknown data link type 101"):
-/// LINKTYPE_RAW maps to DLT_RAW, a platform-dependent number (12 on Linux), so ask libpcap for it
-/// by name.
-fn dlt_raw() -> pcap::Linktype {
-    pcap::Linktype::from_name("RAW").unwrap_or(pcap::Linktype(12))
+/// The filter library's file name, installed beside `libnetintercept.so`.
+pub const LIBRARY: &str = "libnetintercept_pcapfilter.so";
+
+type CompileFn = unsafe extern "C" fn(*const c_char, *mut u8, usize) -> *const c_void;
+type MatchesFn = unsafe extern "C" fn(*const c_void, *const u8, usize) -> c_int;
+
+/// A compiled filter inside the loaded filter library.
+pub struct Filter {
+    matches: MatchesFn,
+    program: *const c_void,
 }
 
-/// Serializes `pcap_compile`: libpcap before 1.8 compiled with a non-reentrant parser. The
-/// library compiles once (under `ACTIVE`), but the CLI and tests may compile from several threads.
-static COMPILING: Mutex<()> = Mutex::new(());
-
-/// A compiled filter.
-pub struct Filter(pcap::BpfProgram);
-
-// SAFETY: `BpfProgram` is `Send` (the pcap crate says so) but not `Sync` because it holds a raw
-// pointer to the instructions. Matching calls pcap_offline_filter, which only reads them (its
-// scratch memory is on its own stack); they are never changed after compilation and freed only
-// on drop, so shared use from many threads is sound.
+// SAFETY: the program is never changed after compilation nor freed, and matching only reads it
+// (pcapfilter's `Filter` is `Sync` for the same reason).
 unsafe impl Sync for Filter {}
+// SAFETY: as above; nothing is tied to the compiling thread.
+unsafe impl Send for Filter {}
 
 impl Filter {
-    /// Compile `expr` as tcpdump would for raw-IP packets; libpcap's message on error.
-    ///
-    /// The dead handle only carries the link type and the snapshot length into the compiler
-    /// (the pcap crate's 65535, where tcpdump reading our files says 262144: that number is only
-    /// the accept value the program returns, not part of the verdict). The compiled program owns
-    /// its instructions, so the handle is closed when this returns.
-    pub fn compile(expr: &str) -> Result<Filter, String> {
-        let dead = pcap::Capture::dead(dlt_raw()).map_err(|e| e.to_string())?;
-        let _one_at_a_time = COMPILING.lock();
-        dead.compile(expr, true).map(Filter).map_err(|e| match e {
-            pcap::Error::PcapError(msg) => msg,
-            other => other.to_string(),
-        })
+    /// Compile `expr` with the filter library in `dir`; libpcap's message, or why the library
+    /// could not be loaded, on error.
+    pub fn compile_with(dir: &Path, expr: &str) -> Result<Filter, String> {
+        let (compile, matches) = load(&dir.join(LIBRARY))?;
+        let c_expr = CString::new(expr).map_err(|_| "NUL byte in the expression".to_string())?;
+        let mut err = [0u8; 512];
+        // SAFETY: `compile` has pcapfilter's signature; `c_expr` is a C string and `err` holds
+        // the length passed.
+        let program = unsafe { compile(c_expr.as_ptr(), err.as_mut_ptr(), err.len()) };
+        if program.is_null() {
+            let msg = CStr::from_bytes_until_nul(&err)
+                .map(|m| m.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(msg);
+        }
+        Ok(Filter { matches, program })
     }
 
     /// Whether `packet` (raw IP bytes) passes.
     pub fn matches(&self, packet: &[u8]) -> bool {
-        self.0.filter(packet)
+        // SAFETY: `program` came from the same library's compile; `packet` is a live slice.
+        unsafe { (self.matches)(self.program, packet.as_ptr(), packet.len()) != 0 }
     }
 }
 
-/// The CLI's check of an expression before it starts the program.
-pub fn check(expr: &str) -> Result<(), String> {
-    Filter::compile(expr).map(|_| ())
+/// dlopen the filter library at `path` and find its two functions.
+fn load(path: &Path) -> Result<(CompileFn, MatchesFn), String> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| "NUL byte in the library path".to_string())?;
+    // SAFETY: a valid C string; RTLD_LOCAL keeps libpcap's symbols out of the program's scope.
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("cannot load {}: {}", path.display(), dl_error()));
+    }
+    let sym = |name: &CStr| {
+        // SAFETY: a live handle and a C string.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        (!p.is_null())
+            .then_some(p)
+            .ok_or_else(|| format!("{} lacks {}", path.display(), name.to_string_lossy()))
+    };
+    let compile = sym(c"netintercept_filter_compile")?;
+    let matches = sym(c"netintercept_filter_matches")?;
+    // SAFETY: pcapfilter defines both symbols with exactly these signatures.
+    unsafe {
+        Ok((
+            std::mem::transmute::<*mut c_void, CompileFn>(compile),
+            std::mem::transmute::<*mut c_void, MatchesFn>(matches),
+        ))
+    }
+}
+
+fn dl_error() -> String {
+    // SAFETY: dlerror returns null or a C string valid until the next dl call on this thread.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: non-null, per above.
+    unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+}
+
+/// The directory this library (libnetintercept.so, or the CLI binary) was loaded from.
+fn own_dir() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = empty_dl_info();
+    let here = own_dir as *const c_void;
+    // SAFETY: `here` is an address inside our own object; `info` is writable.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr filled a C string naming the object.
+    let file = unsafe { CStr::from_ptr(info.dli_fname) }
+        .to_string_lossy()
+        .into_owned();
+    Path::new(&file).parent().map(Path::to_path_buf)
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    }
 }
 
 /// What this process does with packets.
 enum Active {
     All,
     Only(Filter),
-    /// The expression did not compile: nothing is written.
+    /// The expression did not compile, or the filter library did not load: nothing is written.
     Nothing,
 }
 
@@ -73,13 +135,16 @@ fn active() -> &'static Active {
         None => Active::All,
         // tcpdump's empty expression keeps everything; skip running a match-all program.
         Some(expr) if expr.trim().is_empty() => Active::All,
-        Some(expr) => match Filter::compile(expr) {
-            Ok(f) => Active::Only(f),
-            Err(msg) => {
-                sys::report(&format!("bad filter '{expr}': {msg}"));
-                Active::Nothing
+        Some(expr) => {
+            let dir = own_dir().unwrap_or_default();
+            match Filter::compile_with(&dir, expr) {
+                Ok(f) => Active::Only(f),
+                Err(msg) => {
+                    sys::report(&format!("bad filter '{expr}': {msg}"));
+                    Active::Nothing
+                }
             }
-        },
+        }
     })
 }
 
@@ -96,71 +161,4 @@ pub fn matches(packet: &[u8]) -> bool {
 /// Compile the configured filter now (at load, so a bad one is reported before the program runs).
 pub fn init() {
     active();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn udp4(dst_port: u16) -> Vec<u8> {
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
-            .udp(40000, dst_port)
-            .write(&mut out, b"hi")
-            .expect("a packet");
-        out
-    }
-
-    fn tcp6_syn() -> Vec<u8> {
-        let mut out = Vec::new();
-        let lo = std::net::Ipv6Addr::LOCALHOST.octets();
-        etherparse::PacketBuilder::ipv6(lo, lo, 64)
-            .tcp(40000, 443, 1, 65535)
-            .syn()
-            .write(&mut out, &[])
-            .expect("a packet");
-        out
-    }
-
-    #[test]
-    fn compiles_tcpdump_syntax_and_rejects_nonsense() {
-        assert!(Filter::compile("tcp port 443 or udp port 53").is_ok());
-        let err = Filter::compile("tcp port banana").err().expect("an error");
-        assert!(!err.is_empty());
-        assert!(Filter::compile("port").is_err());
-    }
-
-    #[test]
-    fn matches_raw_ipv4_and_ipv6_packets() {
-        let f = Filter::compile("udp port 53 or (ip6 and tcp[tcpflags] & tcp-syn != 0)")
-            .expect("compiles");
-        assert!(f.matches(&udp4(53)));
-        assert!(!f.matches(&udp4(54)));
-        // tcp[] is IPv4-only in libpcap: the IPv6 SYN does not match that half.
-        assert!(!f.matches(&tcp6_syn()));
-        let f = Filter::compile("ip6 and tcp port 443").expect("compiles");
-        assert!(f.matches(&tcp6_syn()) && !f.matches(&udp4(443)));
-        assert!(Filter::compile("")
-            .expect("empty is match-all")
-            .matches(&udp4(1)));
-    }
-
-    #[test]
-    fn link_layer_primitives_have_nothing_to_look_at() {
-        let err = Filter::compile("ether host 00:11:22:33:44:55").err();
-        assert!(err.is_some_and(|e| e.contains("ethernet addresses")));
-        let err = Filter::compile("vlan").err();
-        assert!(err.is_some_and(|e| e.contains("VLAN")));
-    }
-
-    #[test]
-    fn shared_between_threads() {
-        let f = Filter::compile("udp").expect("compiles");
-        let p = udp4(9);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| assert!((0..1000).all(|_| f.matches(&p))));
-            }
-        });
-    }
 }

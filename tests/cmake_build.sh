@@ -13,6 +13,7 @@ cmake -S "$root/CMakeLists-compat" -B "$work/build" >/dev/null
 cmake --build "$work/build" >/dev/null
 cmake --install "$work/build" --prefix "$work/prefix" >/dev/null
 for f in build/netintercept.so build/libnetintercept.so build/netintercept \
+         build/libnetintercept_pcapfilter.so prefix/lib/libnetintercept_pcapfilter.so \
          prefix/lib/netintercept.so prefix/lib/libnetintercept.so prefix/bin/netintercept \
          prefix/share/man/man1/netintercept.1; do
   [ -e "$work/$f" ] || fail "missing $f"
@@ -26,7 +27,8 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break;
 
 LD_PRELOAD="$work/build/netintercept.so" NETINTERCEPT_FILE="$work/a.pcap" \
   curl -s -o /dev/null "http://127.0.0.1:$port/index.html"
-"$work/prefix/bin/netintercept" -w "$work/b.pcap" -- curl -s -o /dev/null "http://127.0.0.1:$port/index.html" 2>/dev/null
+# The installed CLI with a filter: the filter library is found in PREFIX/lib.
+"$work/prefix/bin/netintercept" -f "tcp port $port" -w "$work/b.pcap" -- curl -s -o /dev/null "http://127.0.0.1:$port/index.html" 2>/dev/null
 for cap in a b; do
   n=$(tshark -r "$work/$cap.pcap" -d "tcp.port==$port,http" -Y 'http.request.method == "GET"' 2>/dev/null | wc -l)
   [ "$n" = 1 ] || fail "$cap.pcap: expected one GET, found $n"

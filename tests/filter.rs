@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netintercept_core::filter::Filter;
+use netintercept_pcapfilter::Filter;
 use pcap_file::pcap::PcapReader;
 
 use crate::capture_basics::{wait_udp_bound, UDP_ECHO};
@@ -324,4 +324,50 @@ fn bad_filters_give_one_line_no_capture_and_an_untouched_program() {
         }
         let _ = std::fs::remove_file(&cap);
     }
+}
+
+/// libpcap is mapped into a traced program only when it asked for a filter; without the filter
+/// library beside the preload library, a filter is refused with one line and nothing is written.
+#[test]
+fn libpcap_is_loaded_only_for_a_filter() {
+    let dir = TempDir::new("filter-lazy");
+    let cap = dir.join("lazy.pcap");
+    let maps = |filter: Option<&str>, lib: Option<&Path>| {
+        let mut cmd = support::traced(dir.path(), &cap, "cat", &["/proc/self/maps"]);
+        if let Some(f) = filter {
+            cmd.env("NETINTERCEPT_FILTER", f);
+        }
+        if let Some(l) = lib {
+            cmd.env("LD_PRELOAD", l);
+        }
+        let out = support::run_with_timeout(&mut cmd, LIMIT);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (plain, err) = maps(None, None);
+    assert!(
+        plain.contains("libnetintercept.so") && err.is_empty(),
+        "{err}"
+    );
+    assert!(
+        !plain.contains("libpcap"),
+        "libpcap mapped without a filter"
+    );
+    let (filtered, err) = maps(Some("tcp"), None);
+    assert!(filtered.contains("libpcap") && err.is_empty(), "{err}");
+    // The preload library alone in another directory: the filter cannot be applied.
+    let lone = dir.join("libnetintercept.so");
+    std::fs::copy(support::library(), &lone).expect("copy the library");
+    let (_, err) = maps(Some("tcp"), Some(&lone));
+    let line = format!(
+        "netintercept: bad filter 'tcp': cannot load {}/libnetintercept_pcapfilter.so: ",
+        dir.path().display()
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&line), "{err}");
+    assert!(
+        !cap.exists(),
+        "nothing written under a filter that could not be applied"
+    );
 }

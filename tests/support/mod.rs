@@ -20,12 +20,13 @@ pub fn library() -> &'static Path {
         let mut cargo = Command::new(env!("CARGO"));
         cargo
             .current_dir(root)
-            .args(["build", "-q", "-p", "netintercept-hooks"]);
+            .args(["build", "-q", "-p", "netintercept-hooks"])
+            .args(["-p", "netintercept-pcapfilter"]);
         if release {
             cargo.arg("--release");
         }
         let status = cargo.status().expect("run cargo build for the library");
-        assert!(status.success(), "building netintercept-hooks failed");
+        assert!(status.success(), "building the libraries failed");
         let lib = profile_dir.join("libnetintercept.so");
         assert!(lib.is_file(), "no library at {}", lib.display());
         lib
