@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, PacketBuilderStep};
+use etherparse::{IpNumber, Ipv4Header, Ipv6Header, TcpHeader, UdpHeader};
 
 /// TTL and hop limit of every packet: Linux's default.
 const HOP_LIMIT: u8 = 64;
@@ -85,28 +85,87 @@ impl Endpoints {
         }
     }
 
-    /// A packet builder with the IP header of a packet from `a` (`from_a`) or from `b`.
-    pub(crate) fn ip_builder(&self, from_a: bool) -> PacketBuilderStep<IpHeaders> {
-        match self.ips {
-            IpPair::V4(a, b) => {
-                let (src, dst) = if from_a { (a, b) } else { (b, a) };
-                // Identification 0 with DF set, as Linux sends unfragmentable packets.
-                PacketBuilder::ip(IpHeaders::Ipv4(
-                    Ipv4Header {
-                        source: src,
-                        destination: dst,
-                        time_to_live: HOP_LIMIT,
-                        identification: 0,
-                        dont_fragment: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                ))
+    /// Append one whole packet from `a` (`from_a`) or `b` to `out`: the IP header, `tcp` with its
+    /// checksum filled in, and `payload`. False (nothing appended) when it cannot fit one packet.
+    ///
+    /// Headers are written one by one rather than through etherparse's `PacketBuilder`, whose
+    /// builder value is over 9 KB (inline IPv6 extension headers) and was moved for every packet.
+    pub(crate) fn write_tcp(
+        &self,
+        from_a: bool,
+        mut tcp: TcpHeader,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let checksum = match self.ips_from(from_a) {
+            IpPair::V4(src, dst) => tcp.calc_checksum_ipv4_raw(src, dst, payload),
+            IpPair::V6(src, dst) => tcp.calc_checksum_ipv6_raw(src, dst, payload),
+        };
+        let Ok(checksum) = checksum else { return false };
+        tcp.checksum = checksum;
+        self.write_ip(from_a, IpNumber::TCP, tcp.header_len() + payload.len(), out)
+            && tcp.write(out).is_ok()
+            && {
+                out.extend_from_slice(payload);
+                true
             }
-            IpPair::V6(a, b) => {
-                let (src, dst) = if from_a { (a, b) } else { (b, a) };
-                PacketBuilder::ipv6(src, dst, HOP_LIMIT)
+    }
+
+    /// Append one UDP packet from `a` (`from_a`) or `b` to `out`; false when it cannot fit.
+    ///
+    /// etherparse writes a computed checksum of 0 as 0xffff (RFC 768: 0 means none).
+    pub(crate) fn write_udp(&self, from_a: bool, payload: &[u8], out: &mut Vec<u8>) -> bool {
+        let (src_port, dst_port) = self.ports(from_a);
+        let Ok(mut udp) = UdpHeader::without_ipv4_checksum(src_port, dst_port, payload.len())
+        else {
+            return false;
+        };
+        let checksum = match self.ips_from(from_a) {
+            IpPair::V4(src, dst) => udp.calc_checksum_ipv4_raw(src, dst, payload),
+            IpPair::V6(src, dst) => udp.calc_checksum_ipv6_raw(src, dst, payload),
+        };
+        let Ok(checksum) = checksum else { return false };
+        udp.checksum = checksum;
+        self.write_ip(from_a, IpNumber::UDP, UdpHeader::LEN + payload.len(), out)
+            && udp.write(out).is_ok()
+            && {
+                out.extend_from_slice(payload);
+                true
             }
+    }
+
+    /// The addresses as (source, destination) of a packet from `a` (`from_a`) or from `b`.
+    fn ips_from(&self, from_a: bool) -> IpPair {
+        match (self.ips, from_a) {
+            (IpPair::V4(a, b), false) => IpPair::V4(b, a),
+            (IpPair::V6(a, b), false) => IpPair::V6(b, a),
+            (ips, true) => ips,
+        }
+    }
+
+    /// Append the IP header of a packet from `a` (`from_a`) or `b` carrying `l4_len` bytes.
+    fn write_ip(&self, from_a: bool, proto: IpNumber, l4_len: usize, out: &mut Vec<u8>) -> bool {
+        let Ok(len) = u16::try_from(l4_len) else {
+            return false;
+        };
+        match self.ips_from(from_a) {
+            IpPair::V4(src, dst) => {
+                // Identification 0 with DF set (etherparse's defaults), as Linux sends
+                // unfragmentable packets; `write` computes the header checksum.
+                Ipv4Header::new(len, HOP_LIMIT, proto, src, dst)
+                    .is_ok_and(|ip| ip.write(out).is_ok())
+            }
+            IpPair::V6(src, dst) => Ipv6Header {
+                traffic_class: 0,
+                flow_label: Default::default(),
+                payload_length: len,
+                next_header: proto,
+                hop_limit: HOP_LIMIT,
+                source: src,
+                destination: dst,
+            }
+            .write(out)
+            .is_ok(),
         }
     }
 }
@@ -124,6 +183,59 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// Byte for byte what etherparse's PacketBuilder makes of the same packet.
+    #[test]
+    fn packets_equal_etherparse_builder_output() {
+        use etherparse::{IpHeaders, PacketBuilder};
+        for (a, b) in [
+            ("10.0.0.1:40000", "10.0.0.2:443"),
+            ("[2001:db8::1]:5", "[::1]:53"),
+        ] {
+            let e = Endpoints::new(sa(a), sa(b));
+            for from_a in [true, false] {
+                let (src_port, dst_port) = e.ports(from_a);
+                let ip = match e.ips_from(from_a) {
+                    IpPair::V4(s, d) => IpHeaders::Ipv4(
+                        Ipv4Header::new(0, HOP_LIMIT, IpNumber::TCP, s, d).unwrap(),
+                        Default::default(),
+                    ),
+                    IpPair::V6(s, d) => {
+                        let mut h = Ipv6Header {
+                            source: s,
+                            destination: d,
+                            hop_limit: HOP_LIMIT,
+                            ..Default::default()
+                        };
+                        h.payload_length = 0;
+                        IpHeaders::Ipv6(h, Default::default())
+                    }
+                };
+                let mut tcp = TcpHeader::new(src_port, dst_port, 7, 100);
+                tcp.syn = true;
+                tcp.set_options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+                    .unwrap();
+                for payload in [&b""[..], b"odd", &[0xffu8; 1001][..]] {
+                    let mut ours = Vec::new();
+                    assert!(e.write_tcp(from_a, tcp.clone(), payload, &mut ours));
+                    let mut theirs = Vec::new();
+                    PacketBuilder::ip(ip.clone())
+                        .tcp_header(tcp.clone())
+                        .write_to_vec(&mut theirs, payload)
+                        .unwrap();
+                    assert_eq!(ours, theirs, "tcp {a} {b} {from_a}");
+                    let mut ours = Vec::new();
+                    assert!(e.write_udp(from_a, payload, &mut ours));
+                    let mut theirs = Vec::new();
+                    PacketBuilder::ip(ip.clone())
+                        .udp(src_port, dst_port)
+                        .write_to_vec(&mut theirs, payload)
+                        .unwrap();
+                    assert_eq!(ours, theirs, "udp {a} {b} {from_a}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -277,11 +277,10 @@ impl TcpStream {
             self.half_mut(from).last_ack = SeqNumber(tcp.acknowledgment_number);
         }
         self.scratch.clear();
-        let builder = self
+        if self
             .endpoints
-            .ip_builder(from == Side::Local)
-            .tcp_header(tcp);
-        if builder.write_to_vec(&mut self.scratch, payload).is_ok() {
+            .write_tcp(from == Side::Local, tcp, payload, &mut self.scratch)
+        {
             out(&self.scratch);
         }
     }

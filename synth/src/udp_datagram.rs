@@ -23,14 +23,8 @@ pub fn udp_datagram(
         MAX_UDP_PAYLOAD_V6
     };
     let payload = &payload[..payload.len().min(limit)];
-    let (src_port, dst_port) = endpoints.ports(true);
     scratch.clear();
-    // etherparse computes the checksum and sends a computed 0 as 0xffff (RFC 768: 0 means none).
-    let built = endpoints
-        .ip_builder(true)
-        .udp(src_port, dst_port)
-        .write_to_vec(scratch, payload);
-    if built.is_ok() {
+    if endpoints.write_udp(true, payload, scratch) {
         out(scratch);
     }
 }
