@@ -14,14 +14,9 @@ fn curl_get(host: &str, url_host: &str) {
     let _server = servers::http_server(dir.path(), host, port);
     let cap = dir.join("curl.pcap");
     let url = format!("http://{url_host}:{port}/file.bin");
-    let out = support::run_with_timeout(
+    support::run_ok(
         &mut support::traced(dir.path(), &cap, "curl", &["-sS", "-o", "got.bin", &url]),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(dir.join("got.bin")).expect("download"), body);
 
@@ -152,7 +147,7 @@ fn udp_exchange(host: &str) {
     let _echo = servers::python(UDP_ECHO, &[host, &port.to_string()]);
     wait_udp_bound(host, port);
     let cap = dir.join("udp.pcap");
-    let out = support::run_with_timeout(
+    let out = support::run_ok(
         &mut support::traced(
             dir.path(),
             &cap,
@@ -160,11 +155,6 @@ fn udp_exchange(host: &str) {
             &["-c", UDP_CLIENT, host, &port.to_string()],
         ),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let client_port: u16 = String::from_utf8_lossy(&out.stdout)
         .trim()

@@ -49,7 +49,7 @@ assert s.recv(100) == b"after"
 other.close()
 s.close()
 "#;
-    let out = support::run_with_timeout(
+    support::run_ok(
         &mut support::traced(
             dir.path(),
             &cap,
@@ -57,11 +57,6 @@ s.close()
             &["-c", script, &port.to_string()],
         ),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let ours = support::check_clean(&cap);
     let up = ours.to_port(port);
@@ -96,7 +91,7 @@ s.close()
     for pattern in ["cap.pcap", "cap-%p.pcap"] {
         let dir = TempDir::new("fork");
         let cap = dir.join(pattern);
-        let out = support::run_with_timeout(
+        support::run_ok(
             &mut support::traced(
                 dir.path(),
                 &cap,
@@ -104,11 +99,6 @@ s.close()
                 &["-c", script, &port.to_string()],
             ),
             LIMIT,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .expect("dir")
@@ -316,7 +306,7 @@ print(count[0])
 "#;
     let dir = TempDir::new("signals");
     let cap = dir.join("sig.pcap");
-    let out = support::run_with_timeout(
+    let out = support::run_ok(
         &mut support::traced(
             dir.path(),
             &cap,
@@ -324,11 +314,6 @@ print(count[0])
             &["-c", script, &port.to_string()],
         ),
         Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         out.stderr.is_empty(),
@@ -357,7 +342,7 @@ fn no_follow_leaves_children_untraced() {
     let child = format!(
         "import socket; s=socket.create_connection(('127.0.0.1',{port})); s.sendall(b'kid'); s.recv(10); s.close()"
     );
-    let out = support::run_with_timeout(
+    support::run_ok(
         std::process::Command::new(support::cli())
             .args(["--no-follow", "-w", "nf.pcap", &support::python_exe(), "-c"])
             .arg(format!(
@@ -367,11 +352,6 @@ fn no_follow_leaves_children_untraced() {
             ))
             .current_dir(dir.path()),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
     assert_eq!(files.len(), 1, "only the traced parent writes");
@@ -390,14 +370,9 @@ fn node_fetch_shows_the_clients_fin() {
     let script = format!(
         "require('http').get('http://127.0.0.1:{port}/page', r => {{ let b=''; r.on('data', d => b += d); r.on('end', () => console.log(b)); }})"
     );
-    let out = support::run_with_timeout(
+    let out = support::run_ok(
         &mut support::traced(dir.path(), &cap, "node", &["-e", &script]),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "node: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node page");
     let ours = support::check_clean(&cap);

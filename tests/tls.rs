@@ -1,8 +1,8 @@
 //! Issue 5: decrypted TLS through OpenSSL, with certificates made by the test.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::support::{self, servers, TempDir};
@@ -98,34 +98,41 @@ fn assert_plaintext(cap: &Path, port: u16) {
     );
 }
 
-fn curl_https(host: &str, url_host: &str) {
-    let dir = TempDir::new("curl-tls");
+/// A traced `curl -sSk` of /index.html from an `openssl s_server -WWW` on `host`, with
+/// `NETINTERCEPT_TLS=tls_mode`: the test directory (the capture lives in it), the capture, the
+/// server's port and curl's output (curl succeeded).
+fn curl_from_s_server(tag: &str, host: &str, tls_mode: &str) -> (TempDir, PathBuf, u16, Output) {
+    let dir = TempDir::new(tag);
     make_site(dir.path());
     let port = support::free_port();
     let _srv = s_server(dir.path(), host, port);
     let cap = dir.join("curl.pcap");
+    let url_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     let url = format!("https://{url_host}:{port}/index.html");
-    let out = support::run_with_timeout(
-        &mut support::traced(dir.path(), &cap, "curl", &["-sSk", &url]),
-        LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = support::traced(dir.path(), &cap, "curl", &["-sSk", &url]);
+    cmd.env("NETINTERCEPT_TLS", tls_mode);
+    let out = support::run_ok(&mut cmd, LIMIT);
+    (dir, cap, port, out)
+}
+
+fn curl_https(host: &str) {
+    let (_dir, cap, port, out) = curl_from_s_server("curl-tls", host, "plain");
     assert_eq!(out.stdout, BODY);
     assert_plaintext(&cap, port);
 }
 
 #[test]
 fn curl_https_over_ipv4_is_decrypted() {
-    curl_https("127.0.0.1", "127.0.0.1");
+    curl_https("127.0.0.1");
 }
 
 #[test]
 fn curl_https_over_ipv6_is_decrypted() {
-    curl_https("::1", "[::1]");
+    curl_https("::1");
 }
 
 #[test]
@@ -143,14 +150,9 @@ ctx.verify_mode = ssl.CERT_NONE
 sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], context=ctx).read())
 "#;
     let url = format!("https://127.0.0.1:{port}/index.html");
-    let out = support::run_with_timeout(
+    let out = support::run_ok(
         &mut support::traced(dir.path(), &cap, "python3", &["-c", script, &url]),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, BODY);
     assert_plaintext(&cap, port);
@@ -245,15 +247,7 @@ fn traced_server_side_shows_the_same_plaintext() {
 
 #[test]
 fn raw_mode_keeps_the_ciphertext() {
-    let dir = TempDir::new("raw-tls");
-    make_site(dir.path());
-    let port = support::free_port();
-    let _srv = s_server(dir.path(), "127.0.0.1", port);
-    let cap = dir.join("raw.pcap");
-    let url = format!("https://127.0.0.1:{port}/index.html");
-    let mut cmd = support::traced(dir.path(), &cap, "curl", &["-sSk", &url]);
-    cmd.env("NETINTERCEPT_TLS", "raw");
-    assert!(support::run_with_timeout(&mut cmd, LIMIT).status.success());
+    let (_dir, cap, port, _) = curl_from_s_server("raw-tls", "127.0.0.1", "raw");
     let ours = support::check_clean(&cap);
     let up = ours.to_port(port);
     assert_eq!(
@@ -271,15 +265,7 @@ fn raw_mode_keeps_the_ciphertext() {
 /// on a parallel stream from the client's port XOR 0x8000 to the same server port.
 #[test]
 fn both_mode_puts_the_plaintext_beside_the_ciphertext() {
-    let dir = TempDir::new("both-tls");
-    make_site(dir.path());
-    let port = support::free_port();
-    let _srv = s_server(dir.path(), "::1", port);
-    let cap = dir.join("both.pcap");
-    let url = format!("https://[::1]:{port}/index.html");
-    let mut cmd = support::traced(dir.path(), &cap, "curl", &["-sSk", &url]);
-    cmd.env("NETINTERCEPT_TLS", "both");
-    let out = support::run_with_timeout(&mut cmd, LIMIT);
+    let (_dir, cap, port, out) = curl_from_s_server("both-tls", "::1", "both");
     assert_eq!(out.stdout, BODY);
     let ours = support::check_clean(&cap);
     let ups: Vec<_> = ours
@@ -449,12 +435,7 @@ fn firefox_shows_plaintext(socket_process: bool) {
     );
     cmd.env("MOZ_CRASHREPORTER_DISABLE", "1")
         .env("HOME", dir.path());
-    let out = support::run_with_timeout(&mut cmd, LIMIT);
-    assert!(
-        out.status.success(),
-        "firefox: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::run_ok(&mut cmd, LIMIT);
     assert!(
         shot.is_file(),
         "firefox rendered the page: {}",
@@ -528,14 +509,9 @@ fn curl_http2_shows_headers_and_data_frames() {
     servers::wait_tcp("127.0.0.1", port);
     let cap = dir.join("h2.pcap");
     let url = format!("https://127.0.0.1:{port}/index.html");
-    let out = support::run_with_timeout(
+    let out = support::run_ok(
         &mut support::traced(dir.path(), &cap, "curl", &["-sSk", "--http2", &url]),
         LIMIT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, BODY);
     let ours = support::check_clean(&cap);

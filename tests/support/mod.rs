@@ -93,6 +93,18 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// Run `cmd` as [`run_with_timeout`] does and require success, showing the program's stderr.
+pub fn run_ok(cmd: &mut Command, limit: Duration) -> Output {
+    let out = run_with_timeout(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        cmd.get_program().to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `program args` with the library preloaded, writing its capture to `capture`, run in `dir`.
 pub fn traced(dir: &Path, capture: &Path, program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(program);
