@@ -12,6 +12,8 @@ pub mod guard;
 pub mod output_path;
 pub mod process;
 pub mod real_fn;
+pub mod record;
+pub mod ring;
 pub mod sink;
 pub mod sockaddr;
 pub mod sys;

@@ -1,0 +1,321 @@
+//! One record per intercepted call: what the traced process tells the collector.
+//!
+//! A record is a fixed [`HEADER_LEN`]-byte header followed by `data_len` payload bytes. Producer
+//! and consumer are processes of one machine sharing memory, so fields are native-endian. Encoding
+//! never allocates (it runs inside hooks); decoding checks every length, so a torn or hostile
+//! record gives `None`, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::ops::Range;
+
+/// What happened. The numbers are the wire format between recorder and collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// The library loaded in process `pid` (a new process, or an exec); `arg0` is the parent pid.
+    Start = 1,
+    /// A socket found open at load: `fd`, `arg0` its type, `arg1` its inode, `ret` 1 when
+    /// listening, `addr` the peer and `local` the local address.
+    Discovered = 2,
+    /// The load-time scan is complete: descriptors of this pid not discovered are gone (exec
+    /// closed them).
+    Scanned = 3,
+    /// `fork()` in this process returned child `ret`; the timestamp is taken before the fork.
+    Fork = 4,
+    /// The process is leaving through `exit` or `_exit`: end what it holds.
+    Exit = 5,
+    /// `socket()` returned `ret` for domain `arg0` and type `arg1`.
+    Socket = 10,
+    /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one.
+    Connect = 11,
+    /// `bind(fd, local)` succeeded.
+    Bind = 12,
+    /// `listen(fd)` succeeded.
+    Listen = 13,
+    /// `accept(fd)` returned `ret`, a connection from `addr` to `local`.
+    Accept = 14,
+    /// `shutdown(fd, arg0)` succeeded.
+    Shutdown = 15,
+    /// `close(fd)` is about to run.
+    Close = 16,
+    /// Descriptors `arg0..=arg1` are about to be closed (close_range, closefrom).
+    CloseRange = 17,
+    /// `fd` was duplicated onto `ret` (dup family, fcntl F_DUPFD).
+    Dup = 18,
+    /// A call that creates descriptors returned `ret` (and `arg0` when it made two, as pipe
+    /// does, else -1): whatever the numbers named before was closed where no hook saw it.
+    NewFd = 19,
+    /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` gave `arg0`.
+    SoError = 20,
+    /// A send call on `fd` returned `ret` (with `errno`); `data` is what the kernel took, `addr`
+    /// the destination the caller named.
+    Send = 21,
+    /// A receive call on `fd` asked for `arg0` bytes and returned `ret` (with `errno`); `data`
+    /// is what it filled, `addr` the sender it reported.
+    Recv = 22,
+    /// Descriptors arrived in an SCM_RIGHTS message on `fd`: `data` is their numbers (i32 each).
+    Received = 23,
+    /// SSL object `ssl` talks through `fd`.
+    TlsFd = 30,
+    /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
+    TlsData = 31,
+    /// The TLS peer of `ssl` closed its session (close_notify).
+    TlsEof = 32,
+}
+
+impl Kind {
+    fn from_u16(v: u16) -> Option<Kind> {
+        use Kind::*;
+        Some(match v {
+            1 => Start,
+            2 => Discovered,
+            3 => Scanned,
+            4 => Fork,
+            5 => Exit,
+            10 => Socket,
+            11 => Connect,
+            12 => Bind,
+            13 => Listen,
+            14 => Accept,
+            15 => Shutdown,
+            16 => Close,
+            17 => CloseRange,
+            18 => Dup,
+            19 => NewFd,
+            20 => SoError,
+            21 => Send,
+            22 => Recv,
+            23 => Received,
+            30 => TlsFd,
+            31 => TlsData,
+            32 => TlsEof,
+            _ => return None,
+        })
+    }
+}
+
+/// One call, as the recorder saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub kind: Kind,
+    /// Which intercepted function ([`crate::call_name`] names it).
+    pub call: u16,
+    pub pid: i32,
+    pub tid: i32,
+    pub fd: i32,
+    /// CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    pub ret: i64,
+    pub errno: i32,
+    pub arg0: i64,
+    pub arg1: i64,
+    /// The SSL object of the TLS call this call was made inside, or the subject of a Tls* record.
+    pub ssl: u64,
+    pub addr: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub data: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// A record of `kind` with every other field empty.
+    pub const fn new(kind: Kind) -> Record<'static> {
+        Record {
+            kind,
+            call: 0,
+            pid: 0,
+            tid: 0,
+            fd: -1,
+            ts_ns: 0,
+            ret: 0,
+            errno: 0,
+            arg0: 0,
+            arg1: 0,
+            ssl: 0,
+            addr: None,
+            local: None,
+            data: &[],
+        }
+    }
+
+    /// The bytes the whole record takes (header and payload).
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.data.len()
+    }
+
+    /// Write the header; the caller copies `data` (or `data_len` bytes gathered from elsewhere)
+    /// right after it. `data_len` is given separately so a scattered payload need not be joined.
+    pub fn encode_header(&self, data_len: usize, out: &mut [u8; HEADER_LEN]) {
+        put(out, field::KIND, &(self.kind as u16).to_ne_bytes());
+        put(out, field::CALL, &self.call.to_ne_bytes());
+        put(out, field::FD, &self.fd.to_ne_bytes());
+        put(out, field::TS, &self.ts_ns.to_ne_bytes());
+        put(out, field::RET, &self.ret.to_ne_bytes());
+        put(out, field::ERRNO, &self.errno.to_ne_bytes());
+        put(out, field::TID, &self.tid.to_ne_bytes());
+        put(out, field::ARG0, &self.arg0.to_ne_bytes());
+        put(out, field::ARG1, &self.arg1.to_ne_bytes());
+        put(out, field::SSL, &self.ssl.to_ne_bytes());
+        encode_addr(self.addr, &mut out[field::ADDR]);
+        encode_addr(self.local, &mut out[field::LOCAL]);
+        put(out, field::DATA_LEN, &(data_len as u32).to_ne_bytes());
+        put(out, field::PID, &self.pid.to_ne_bytes());
+    }
+
+    /// Read a record from `bytes` (header then payload); `None` when it is not one.
+    pub fn decode(bytes: &'a [u8]) -> Option<Record<'a>> {
+        let head = bytes.get(..HEADER_LEN)?;
+        let data_len = u32::from_ne_bytes(arr(head, field::DATA_LEN)) as usize;
+        let data = bytes.get(HEADER_LEN..HEADER_LEN.checked_add(data_len)?)?;
+        Some(Record {
+            kind: Kind::from_u16(u16::from_ne_bytes(arr(head, field::KIND)))?,
+            call: u16::from_ne_bytes(arr(head, field::CALL)),
+            pid: i32::from_ne_bytes(arr(head, field::PID)),
+            tid: i32::from_ne_bytes(arr(head, field::TID)),
+            fd: i32::from_ne_bytes(arr(head, field::FD)),
+            ts_ns: u64::from_ne_bytes(arr(head, field::TS)),
+            ret: i64::from_ne_bytes(arr(head, field::RET)),
+            errno: i32::from_ne_bytes(arr(head, field::ERRNO)),
+            arg0: i64::from_ne_bytes(arr(head, field::ARG0)),
+            arg1: i64::from_ne_bytes(arr(head, field::ARG1)),
+            ssl: u64::from_ne_bytes(arr(head, field::SSL)),
+            addr: decode_addr(&head[field::ADDR]),
+            local: decode_addr(&head[field::LOCAL]),
+            data,
+        })
+    }
+}
+
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 104;
+
+mod field {
+    use super::Field;
+    pub const KIND: Field = 0..2;
+    pub const CALL: Field = 2..4;
+    pub const FD: Field = 4..8;
+    pub const TS: Field = 8..16;
+    pub const RET: Field = 16..24;
+    pub const ERRNO: Field = 24..28;
+    pub const TID: Field = 28..32;
+    pub const ARG0: Field = 32..40;
+    pub const ARG1: Field = 40..48;
+    pub const SSL: Field = 48..56;
+    /// Address: family tag (0 none, 4, 6), a pad byte, port (big-endian), 16 address bytes.
+    pub const ADDR: Field = 56..76;
+    pub const LOCAL: Field = 76..96;
+    pub const DATA_LEN: Field = 96..100;
+    pub const PID: Field = 100..104;
+}
+
+type Field = Range<usize>;
+
+fn put(out: &mut [u8], f: Field, bytes: &[u8]) {
+    out[f].copy_from_slice(bytes);
+}
+
+fn arr<const N: usize>(head: &[u8], f: Field) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&head[f]);
+    a
+}
+
+fn encode_addr(addr: Option<SocketAddr>, out: &mut [u8]) {
+    out.fill(0);
+    let Some(addr) = addr else { return };
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            out[0] = 4;
+            out[4..8].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out[0] = 6;
+            out[4..20].copy_from_slice(&v6.octets());
+        }
+    }
+}
+
+fn decode_addr(b: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    match b[0] {
+        4 => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+            port,
+        ))),
+        6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[4..20]);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(o),
+                port,
+                0,
+                0,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record<'static> {
+        Record {
+            kind: Kind::Send,
+            call: 7,
+            pid: 4242,
+            tid: 4243,
+            fd: 5,
+            ts_ns: 0x0102_0304_0506_0708,
+            ret: 3,
+            errno: 0,
+            arg0: -1,
+            arg1: 1 << 40,
+            ssl: 0xdead_beef,
+            addr: Some("127.0.0.1:8080".parse().expect("addr")),
+            local: Some("[::1]:443".parse().expect("addr")),
+            data: b"abc",
+        }
+    }
+
+    fn encode(r: &Record) -> Vec<u8> {
+        let mut head = [0u8; HEADER_LEN];
+        r.encode_header(r.data.len(), &mut head);
+        let mut v = head.to_vec();
+        v.extend_from_slice(r.data);
+        v
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let r = sample();
+        let bytes = encode(&r);
+        assert_eq!(bytes.len(), r.encoded_len());
+        assert_eq!(Record::decode(&bytes), Some(r));
+    }
+
+    #[test]
+    fn addresses_have_a_fixed_layout() {
+        let bytes = encode(&sample());
+        assert_eq!(
+            &bytes[field::ADDR],
+            &[4, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(bytes[field::LOCAL.start], 6);
+        assert_eq!(&bytes[field::LOCAL][2..4], &443u16.to_be_bytes());
+    }
+
+    #[test]
+    fn torn_or_unknown_records_are_refused() {
+        let bytes = encode(&sample());
+        assert_eq!(Record::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Record::decode(&bytes[..50]), None);
+        let mut bad = bytes.clone();
+        bad[0..2].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(Record::decode(&bad), None);
+        let mut huge = bytes;
+        huge[field::DATA_LEN].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(Record::decode(&huge), None);
+    }
+}
