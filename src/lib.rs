@@ -3,6 +3,7 @@
 //! and the capture output. Hooks report events here; nothing here knows which symbol called it.
 
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod connection;
 pub mod events;

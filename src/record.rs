@@ -12,7 +12,8 @@ use std::ops::Range;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Kind {
-    /// The library loaded in process `pid` (a new process, or an exec); `arg0` is the parent pid.
+    /// The library loaded in process `pid` (`arg1` 0: a new process or an exec, whose
+    /// descriptor scan follows) or a fork child took its own ring (`arg1` 1; `arg0` the parent).
     Start = 1,
     /// A socket found open at load: `fd`, `arg0` its type, `arg1` its inode, `ret` 1 when
     /// listening, `addr` the peer and `local` the local address.
@@ -24,7 +25,7 @@ pub enum Kind {
     Fork = 4,
     /// The process is leaving through `exit` or `_exit`: end what it holds.
     Exit = 5,
-    /// `socket()` returned `ret` for domain `arg0` and type `arg1`.
+    /// `socket()` returned `ret`, an IPv4/IPv6 socket of type `arg1` whose inode is `arg0`.
     Socket = 10,
     /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one.
     Connect = 11,
@@ -32,7 +33,7 @@ pub enum Kind {
     Bind = 12,
     /// `listen(fd)` succeeded.
     Listen = 13,
-    /// `accept(fd)` returned `ret`, a connection from `addr` to `local`.
+    /// `accept(fd)` returned `ret`, a connection from `addr` to `local` (inode `arg1`).
     Accept = 14,
     /// `shutdown(fd, arg0)` succeeded.
     Shutdown = 15,
