@@ -1,6 +1,7 @@
 //! The `netintercept` command: run a program with the library preloaded.
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,6 +222,15 @@ fn captures_since(pattern: &str, since: SystemTime) -> Vec<PathBuf> {
 
 /// Run the CLI with `argv` (without the program name); returns the exit status.
 pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
+    let mut argv = argv.peekable();
+    if argv.peek().is_some_and(|a| a == "--collect") {
+        let rest: Vec<OsString> = argv.skip(1).collect();
+        if rest.len() != 2 {
+            eprintln!("netintercept: --collect REGION LIBDIR");
+            return 2;
+        }
+        return crate::collector::detached_main(Path::new(&rest[0]), Path::new(&rest[1]));
+    }
     let args = match parse(argv) {
         Parsed::Help => {
             print!("{HELP}");
@@ -242,7 +252,9 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     if let Some(expr) = &args.filter {
         let dir = lib.parent().unwrap_or(Path::new("."));
         if let Err(msg) = crate::filter::Filter::compile_with(dir, expr) {
-            eprintln!("netintercept: bad filter '{expr}': {msg}");
+            let shown: String = expr.chars().take(200).collect();
+            let more = if shown.len() < expr.len() { "…" } else { "" };
+            eprintln!("netintercept: bad filter '{shown}{more}': {msg}");
             return 2;
         }
     }
@@ -256,30 +268,51 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
                 .filter(|f| !f.is_empty())
         })
         .unwrap_or_else(|| config::DEFAULT_FILE.to_string());
+    let lib_dir = lib.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
         preload.push(":");
         preload.push(old);
     }
     let start = SystemTime::now();
-    let start_ns = start
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let (region_path, region) = match crate::collector::spawn::create_region() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netintercept: {e}");
+            return 2;
+        }
+    };
+    // SAFETY: getpid cannot fail.
+    region.set_collector_pid(unsafe { libc::getpid() });
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
         .env("LD_PRELOAD", preload)
         .env("NETINTERCEPT_FILE", &pattern)
-        .env(config::SESSION_VAR, start_ns.to_string());
+        .env(crate::recorder::RING_VAR, &region_path);
     if let Some(f) = &args.filter {
         cmd.env("NETINTERCEPT_FILTER", f);
     }
     if !args.follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");
     }
-    let mut child = match cmd.spawn() {
+    if pattern == "-" {
+        // The capture owns standard output; the program's own output goes to stderr.
+        cmd.stdout(std::process::Stdio::from(
+            std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .expect("dup stderr"),
+        ));
+    }
+    std::env::set_var("NETINTERCEPT_FILE", &pattern);
+    if let Some(f) = &args.filter {
+        std::env::set_var("NETINTERCEPT_FILTER", f);
+    }
+    let outputs = crate::collector::outputs_from_env(&region, &lib_dir);
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            let _ = std::fs::remove_file(&region_path);
             eprintln!(
                 "netintercept: cannot run '{}': {e}",
                 args.command[0].to_string_lossy()
@@ -291,25 +324,34 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
             };
         }
     };
+    if let Some(line) = crate::tls::complaint() {
+        eprintln!("netintercept: {line}");
+    }
     // Like a shell waiting for a foreground job: the terminal's ^C and ^\ are for the program.
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let status = match child.wait() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("netintercept: waiting for the program failed: {e}");
-            return 2;
-        }
+    let status = crate::collector::run(
+        region,
+        outputs,
+        crate::tls::mode(),
+        crate::collector::Until::Child(child),
+    );
+    let _ = std::fs::remove_file(&region_path);
+    let Some(status) = status else {
+        eprintln!("netintercept: waiting for the program failed");
+        return 2;
     };
-    let files = captures_since(&pattern, start);
-    if files.is_empty() {
-        eprintln!("netintercept: no packets captured, no capture file written");
-    }
-    for f in files {
-        eprintln!("netintercept: capture written to '{}'", f.display());
+    if pattern != "-" {
+        let files = captures_since(&pattern, start);
+        if files.is_empty() {
+            eprintln!("netintercept: no packets captured, no capture file written");
+        }
+        for f in files {
+            eprintln!("netintercept: capture written to '{}'", f.display());
+        }
     }
     status
         .code()

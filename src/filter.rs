@@ -9,11 +9,7 @@
 //! gets more.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
-
-use once_cell::sync::OnceCell;
-
-use crate::{config, sys};
+use std::path::Path;
 
 /// The filter library's file name, installed beside `libnetintercept.so`.
 pub const LIBRARY: &str = "libnetintercept_pcapfilter.so";
@@ -94,71 +90,4 @@ fn dl_error() -> String {
     }
     // SAFETY: non-null, per above.
     unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-}
-
-/// The directory this library (libnetintercept.so, or the CLI binary) was loaded from.
-fn own_dir() -> Option<PathBuf> {
-    let mut info: libc::Dl_info = empty_dl_info();
-    let here = own_dir as *const c_void;
-    // SAFETY: `here` is an address inside our own object; `info` is writable.
-    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: dladdr filled a C string naming the object.
-    let file = unsafe { CStr::from_ptr(info.dli_fname) }
-        .to_string_lossy()
-        .into_owned();
-    Path::new(&file).parent().map(Path::to_path_buf)
-}
-
-fn empty_dl_info() -> libc::Dl_info {
-    libc::Dl_info {
-        dli_fname: std::ptr::null(),
-        dli_fbase: std::ptr::null_mut(),
-        dli_sname: std::ptr::null(),
-        dli_saddr: std::ptr::null_mut(),
-    }
-}
-
-/// What this process does with packets.
-enum Active {
-    All,
-    Only(Filter),
-    /// The expression did not compile, or the filter library did not load: nothing is written.
-    Nothing,
-}
-
-static ACTIVE: OnceCell<Active> = OnceCell::new();
-
-fn active() -> &'static Active {
-    ACTIVE.get_or_init(|| match config::get().filter.as_deref() {
-        None => Active::All,
-        // tcpdump's empty expression keeps everything; skip running a match-all program.
-        Some(expr) if expr.trim().is_empty() => Active::All,
-        Some(expr) => {
-            let dir = own_dir().unwrap_or_default();
-            match Filter::compile_with(&dir, expr) {
-                Ok(f) => Active::Only(f),
-                Err(msg) => {
-                    sys::report(&format!("bad filter '{expr}': {msg}"));
-                    Active::Nothing
-                }
-            }
-        }
-    })
-}
-
-/// Whether this process writes `packet`.
-#[inline]
-pub fn matches(packet: &[u8]) -> bool {
-    match active() {
-        Active::All => true,
-        Active::Only(f) => f.matches(packet),
-        Active::Nothing => false,
-    }
-}
-
-/// Compile the configured filter now (at load, so a bad one is reported before the program runs).
-pub fn init() {
-    active();
 }

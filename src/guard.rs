@@ -1,80 +1,34 @@
-//! The per-thread reentrancy guard around our bookkeeping.
+//! Which intercepted call this thread is in, for the records' `call` field.
 //!
-//! Our own I/O goes through raw syscalls, so a hook entered while this thread is already inside our
-//! bookkeeping means a signal handler interrupted us (or libc called back into a hooked symbol). In
-//! that nested state every lock is only tried, never waited for, so a handler can't deadlock on a
-//! lock its own thread holds; what can't be recorded is counted in [`dropped`].
+//! A plain `Cell` read with `try_with`: on a thread whose thread-locals are torn down the answer
+//! is simply "none". The recorder itself needs no reentrancy guard: it calls no hooked function
+//! and holds no lock, so a signal handler's hook that interrupts it just reserves after it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::record::{call_id as id_of, CALLS};
 
 thread_local! {
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    static CALL: Cell<&'static str> = const { Cell::new("") };
-    static FD: Cell<i32> = const { Cell::new(-1) };
+    static CALL: Cell<u16> = const { Cell::new(0) };
 }
 
-/// Note the intercepted call this thread is in (for pcapng packet comments).
+/// Note the intercepted call this thread is in, by number.
 #[inline]
-pub fn set_call(name: &'static str) {
-    let _ = CALL.try_with(|c| c.set(name));
+pub fn set_call_id(id: u16) {
+    let _ = CALL.try_with(|c| c.set(id));
 }
 
-/// The intercepted call this thread is in, or "".
+/// Note the intercepted call this thread is in, by name (TLS hooks).
+pub fn set_call(name: &str) {
+    set_call_id(id_of(name));
+}
+
+/// The number of the intercepted call this thread is in, or 0.
+pub fn call_id() -> u16 {
+    CALL.try_with(Cell::get).unwrap_or(0)
+}
+
+/// The name of the intercepted call this thread is in, or "".
 pub fn call() -> &'static str {
-    CALL.try_with(Cell::get).unwrap_or("")
-}
-
-/// Note the descriptor whose connection this thread is recording.
-pub fn set_fd(fd: i32) {
-    let _ = FD.try_with(|c| c.set(fd));
-}
-
-/// The descriptor noted by [`set_fd`].
-pub fn fd() -> i32 {
-    FD.try_with(Cell::get).unwrap_or(-1)
-}
-
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Held while this thread runs bookkeeping; dropping it leaves.
-pub struct Entered {
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-/// Enter bookkeeping; `None` when thread-local storage is already torn down (thread exit), in which
-/// case the caller records nothing.
-pub fn enter() -> Option<Entered> {
-    DEPTH
-        .try_with(|d| d.set(d.get() + 1))
-        .ok()
-        .map(|()| Entered {
-            _not_send: std::marker::PhantomData,
-        })
-}
-
-impl Drop for Entered {
-    fn drop(&mut self) {
-        let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
-    }
-}
-
-/// Whether this thread entered bookkeeping more than once (a signal handler interrupted it).
-pub fn nested() -> bool {
-    DEPTH.try_with(|d| d.get() > 1).unwrap_or(true)
-}
-
-/// Whether this thread is inside bookkeeping at all (used by the panic hook).
-pub fn inside() -> bool {
-    DEPTH.try_with(|d| d.get() > 0).unwrap_or(false)
-}
-
-/// Count one packet or event lost because a lock was busy in a nested call.
-pub fn count_dropped() {
-    DROPPED.fetch_add(1, Ordering::Relaxed);
-}
-
-/// How many packets or events were lost to nested calls.
-pub fn dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    CALLS.get(call_id() as usize).copied().unwrap_or("")
 }

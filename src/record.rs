@@ -54,8 +54,12 @@ pub enum Kind {
     /// A receive call on `fd` asked for `arg0` bytes and returned `ret` (with `errno`); `data`
     /// is what it filled, `addr` the sender it reported.
     Recv = 22,
-    /// Descriptors arrived in an SCM_RIGHTS message on `fd`: `data` is their numbers (i32 each).
+    /// Sockets arrived in an SCM_RIGHTS message on `fd`: `data` is (number as i64, socket inode
+    /// as u64) pairs, native-endian.
     Received = 23,
+    /// Descriptors sent in an SCM_RIGHTS message on `fd`: `data` is their numbers (i32 each).
+    /// In flight, they keep their sockets open even if the sender closes its copies.
+    Passed = 24,
     /// SSL object `ssl` talks through `fd`.
     TlsFd = 30,
     /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
@@ -87,6 +91,7 @@ impl Kind {
             21 => Send,
             22 => Recv,
             23 => Received,
+            24 => Passed,
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,
@@ -184,6 +189,119 @@ impl<'a> Record<'a> {
             data,
         })
     }
+}
+
+/// The intercepted functions, numbered by position (0: none), for pcapng comments.
+pub const CALLS: &[&str] = &[
+    "",
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "shutdown",
+    "close",
+    "getsockopt",
+    "write",
+    "send",
+    "sendto",
+    "writev",
+    "sendmsg",
+    "sendmmsg",
+    "read",
+    "recv",
+    "recvfrom",
+    "__read_chk",
+    "__recv_chk",
+    "__recvfrom_chk",
+    "readv",
+    "recvmsg",
+    "recvmmsg",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "fcntl64",
+    "close_range",
+    "closefrom",
+    "sendfile",
+    "sendfile64",
+    "fork",
+    "exit",
+    "_exit",
+    "_Exit",
+    "SSL_read",
+    "SSL_write",
+    "SSL_read_ex",
+    "SSL_write_ex",
+    "SSL_peek",
+    "SSL_peek_ex",
+    "SSL_do_handshake",
+    "SSL_connect",
+    "SSL_accept",
+    "SSL_shutdown",
+    "SSL_free",
+    "SSL_set_fd",
+    "PR_Read",
+    "PR_Write",
+    "PR_Recv",
+    "PR_Send",
+    "PR_Writev",
+    "PR_Connect",
+    "PR_ConnectContinue",
+    "SSL_ForceHandshake",
+    "PR_Close",
+    "open",
+    "open64",
+    "openat",
+    "openat64",
+    "creat",
+    "creat64",
+    "pipe",
+    "pipe2",
+    "socketpair",
+    "eventfd",
+    "epoll_create",
+    "epoll_create1",
+    "timerfd_create",
+    "signalfd",
+    "memfd_create",
+    "inotify_init",
+    "inotify_init1",
+    "getsockname",
+    "getpeername",
+];
+
+/// The number of call `name` (0 when it is not in [`CALLS`]); usable in constants.
+pub const fn call_id(name: &str) -> u16 {
+    let mut i = 0;
+    while i < CALLS.len() {
+        if eq(CALLS[i].as_bytes(), name.as_bytes()) {
+            return i as u16;
+        }
+        i += 1;
+    }
+    0
+}
+
+const fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The name of call number `id`.
+pub fn call_name(id: u16) -> &'static str {
+    CALLS.get(id as usize).copied().unwrap_or("")
 }
 
 /// Header size in bytes.

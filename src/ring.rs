@@ -66,6 +66,10 @@ mod head {
     pub const CLAIMS: usize = 32;
     pub const START_REALTIME_NS: usize = 40;
     pub const START_MONO_NS: usize = 48;
+    /// The collector's monotonic clock, stored before each look at the rings (see `clock_floor`).
+    pub const COLLECTOR_NOW_NS: usize = 64;
+    /// The last timestamp handed out by `stamp_without_clock`.
+    pub const LAST_STAMP_NS: usize = 72;
 }
 
 mod slot {
@@ -164,6 +168,40 @@ impl Region {
     pub fn disable(&self) {
         // Observable side-effect: every producer of the run stops recording.
         self.u32_at(head::DISABLED).store(1, Ordering::Relaxed);
+    }
+
+    /// The collector is about to look at the rings: from now on every record must be stamped
+    /// at least `now_ns`.
+    pub fn set_clock_floor(&self, now_ns: u64) {
+        // Observable side-effect: threads that cannot read the clock stamp from here on.
+        self.u64_at(head::COLLECTOR_NOW_NS)
+            .fetch_max(now_ns, Ordering::AcqRel);
+    }
+
+    /// The collector's clock at its last look at the rings (0 before it started): its
+    /// heartbeat.
+    pub fn heartbeat_ns(&self) -> u64 {
+        self.u64_at(head::COLLECTOR_NOW_NS).load(Ordering::Relaxed)
+    }
+
+    /// A timestamp for a thread that cannot read the clock (seccomp strict mode, or
+    /// `PR_SET_TSC` forbidding the instruction the vDSO uses): later than every stamp handed out
+    /// this way before, later than `last_own` (the thread's previous stamp), and not earlier
+    /// than the collector's last look at the rings, which keeps the merge's order exact.
+    pub fn stamp_without_clock(&self, last_own: u64) -> u64 {
+        let floor = self
+            .u64_at(head::COLLECTOR_NOW_NS)
+            .load(Ordering::Acquire)
+            .max(last_own);
+        let last = self.u64_at(head::LAST_STAMP_NS);
+        let mut cur = last.load(Ordering::Relaxed);
+        loop {
+            let next = (cur + 1).max(floor + 1);
+            match last.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// The run's clocks at its start: (realtime, monotonic) nanoseconds.
@@ -289,9 +327,11 @@ impl Ring {
     }
 
     /// Hand the slot back for another process (collector only, once drained).
+    ///
+    /// Head and tail keep their positions: the ring still holds the last owner's frame
+    /// headers, each stamped with its absolute position, and only positions that never repeat
+    /// keep a new owner's reserved-but-uncommitted frame from looking like an old committed one.
     pub fn free(&self) {
-        self.ctl_u64(slot::HEAD).store(0, Ordering::Relaxed);
-        self.ctl_u64(slot::TAIL).store(0, Ordering::Relaxed);
         self.ctl_u64(slot::LOST).store(0, Ordering::Relaxed);
         self.region
             .i32_at(self.ctl + slot::OWNER)
@@ -324,7 +364,8 @@ impl Ring {
             let room = self.cap - pos % self.cap;
             let pad = if room < frame { room } else { 0 };
             let end = pos + pad + frame;
-            if end - tail.load(Ordering::Acquire) > self.cap {
+            // A stale `pos` may lie behind the tail already; the CAS below then refreshes it.
+            if end.saturating_sub(tail.load(Ordering::Acquire)) > self.cap {
                 if !wait(attempt) {
                     return None;
                 }
@@ -395,7 +436,7 @@ impl Ring {
     /// Bytes reserved and not yet released.
     pub fn pending(&self) -> u64 {
         let head = self.ctl_u64(slot::HEAD).load(Ordering::Acquire);
-        head - self.ctl_u64(slot::TAIL).load(Ordering::Relaxed)
+        head.saturating_sub(self.ctl_u64(slot::TAIL).load(Ordering::Relaxed))
     }
 
     /// The frame at the tail will never be committed (its writer died, or is stuck): move the
@@ -572,6 +613,35 @@ mod tests {
         let c = r.claim(12).expect("reused");
         assert_eq!(c.owner(), 12);
         assert!(matches!(c.peek(), Peek::Empty));
+    }
+
+    #[test]
+    fn a_reused_slot_never_shows_the_last_owners_frames() {
+        let mem = Mem::new(region_len(1, 4096));
+        let r = region(&mem, 1, 4096);
+        let a = r.claim(10).expect("a");
+        write(&a, b"old");
+        assert_eq!(read(&a).as_deref(), Some(&b"old"[..]));
+        a.free();
+        let b = r.claim(11).expect("reused");
+        // Reserved, not yet committed: the frame header at the tail is still the old owner's.
+        let res = b.reserve(3, &mut |_| false).expect("room");
+        assert!(matches!(b.peek(), Peek::InFlight));
+        let _ = res;
+    }
+
+    #[test]
+    fn stamps_without_a_clock_only_grow_and_respect_the_floor() {
+        let mem = Mem::new(region_len(1, 4096));
+        let r = region(&mem, 1, 4096);
+        let a = r.stamp_without_clock(0);
+        let b = r.stamp_without_clock(0);
+        assert!(b > a);
+        r.set_clock_floor(1_000);
+        assert_eq!(r.stamp_without_clock(0), 1_001);
+        assert_eq!(r.stamp_without_clock(5_000), 5_001);
+        r.set_clock_floor(10);
+        assert_eq!(r.stamp_without_clock(0), 5_002, "the floor never goes back");
     }
 
     #[test]

@@ -35,20 +35,30 @@ impl Mode {
     }
 }
 
-/// The mode chosen by `NETINTERCEPT_TLS`.
+/// The mode chosen by `NETINTERCEPT_TLS` (an unknown value means plain; the collector says so).
 pub fn mode() -> Mode {
-    static MODE: Lazy<Mode> = Lazy::new(|| match std::env::var("NETINTERCEPT_TLS").as_deref() {
-        Ok("raw") => Mode::Raw,
-        Ok("both") => Mode::Both,
-        Ok("plain") | Ok("") | Err(_) => Mode::Plain,
-        Ok(other) => {
-            crate::sys::report(&format!(
-                "NETINTERCEPT_TLS='{other}' is not plain, raw or both: using plain"
-            ));
-            Mode::Plain
-        }
-    });
+    static MODE: Lazy<Mode> =
+        Lazy::new(|| parse(std::env::var("NETINTERCEPT_TLS").ok().as_deref()).0);
     *MODE
+}
+
+/// The line the collector prints when `NETINTERCEPT_TLS` names no mode.
+pub fn complaint() -> Option<String> {
+    parse(std::env::var("NETINTERCEPT_TLS").ok().as_deref()).1
+}
+
+fn parse(value: Option<&str>) -> (Mode, Option<String>) {
+    match value {
+        Some("raw") => (Mode::Raw, None),
+        Some("both") => (Mode::Both, None),
+        Some("plain") | Some("") | None => (Mode::Plain, None),
+        Some(other) => (
+            Mode::Plain,
+            Some(format!(
+                "NETINTERCEPT_TLS='{other}' is not plain, raw or both: using plain"
+            )),
+        ),
+    }
 }
 
 thread_local! {

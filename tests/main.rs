@@ -6,4 +6,5 @@ mod support;
 pub mod capture_basics;
 pub mod descriptors;
 mod filter;
+mod isolation;
 mod tls;

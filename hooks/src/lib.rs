@@ -10,8 +10,9 @@
 use std::net::SocketAddr;
 
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
-use netintercept_core::events::{self, record, IoVecs};
-use netintercept_core::{fd_table, process, sink, sockaddr as sa, sys};
+use netintercept_core::events::{self, record};
+use netintercept_core::recorder::IoVecs;
+use netintercept_core::{process, sockaddr as sa, sys};
 
 /// Define an interposed symbol with its real counterpart cached in `$real_static`.
 macro_rules! hook {
@@ -32,7 +33,8 @@ macro_rules! hook {
 
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            netintercept_core::guard::set_call(stringify!($name));
+            const CALL: u16 = netintercept_core::record::call_id(stringify!($name));
+            netintercept_core::guard::set_call_id(CALL);
             let p = $real_static.get();
             if p.is_null() {
                 netintercept_core::sys::set_errno(libc::ENOSYS);
@@ -85,14 +87,6 @@ fn ret_len(ret: ssize_t) -> usize {
     ret.max(0) as usize
 }
 
-/// On a call that only sockets accept: look at a descriptor we never saw created.
-#[inline]
-fn discover_unknown(fd: c_int) {
-    if !fd_table::is_known(fd) {
-        record(|| events::discover(fd));
-    }
-}
-
 /// An iovec array as a slice.
 ///
 /// # Safety
@@ -114,6 +108,9 @@ mod openssl;
 
 extern "C" fn on_load() {
     let _ = std::panic::catch_unwind(process::init);
+    // Resolved now: _exit may be called where dlsym cannot run (a thread without thread-locals).
+    REAL_UNDERSCORE_EXIT.get();
+    REAL_UNDERSCORE_CAPITAL_EXIT.get();
 }
 
 #[used]
@@ -132,7 +129,6 @@ hook!(REAL_SOCKET, fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int
 });
 
 hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
     if events::is_tracked(fd) {
@@ -145,9 +141,12 @@ hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t)
 });
 
 hook!(REAL_BIND, fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
-    // The local address is read from the kernel when first needed; bind itself records nothing.
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(fd, addr, len) }
+    let ret = unsafe { real(fd, addr, len) };
+    if ret == 0 && events::is_tracked(fd) {
+        record(|| events::on_bind(fd));
+    }
+    ret
 });
 
 hook!(REAL_LISTEN, fn listen(fd: c_int, backlog: c_int) -> c_int, |real| {
@@ -178,7 +177,6 @@ hook!(REAL_ACCEPT4, fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen
 });
 
 hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, how) };
     if ret == 0 && events::is_tracked(fd) {
@@ -188,14 +186,8 @@ hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
 });
 
 hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
-    if fd == sink::capture_fd() {
-        // The program closes a descriptor it never opened (a close-everything loop): without
-        // us it would not be open, so the honest answer is EBADF.
-        sys::set_errno(libc::EBADF);
-        return -1;
-    }
-    if fd_table::is_known(fd) {
-        // Forget the descriptor first: once closed, its number may be reused by another thread.
+    if events::is_tracked(fd) {
+        // Recorded first: once closed, the number may be reused by another thread.
         record(|| events::on_close(fd));
     }
     // SAFETY: forwarding the caller's argument unchanged.
@@ -228,7 +220,6 @@ hook!(REAL_WRITE, fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
 });
 
 hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags) };
     if events::is_tracked(fd) {
@@ -241,7 +232,6 @@ hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
 });
 
 hook!(REAL_SENDTO, fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags, addr, alen) };
     if events::is_tracked(fd) {
@@ -283,7 +273,17 @@ unsafe fn message<'a>(msg: &'a msghdr, sent: usize) -> (IoVecs<'a>, Option<Socke
 }
 
 hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, |real| {
-    discover_unknown(fd);
+    if !msg.is_null() {
+        // SAFETY: the caller's msghdr, about to be sent; only its control data is read.
+        let m = unsafe { &*msg };
+        if !m.msg_control.is_null() && m.msg_controllen > 0 {
+            // SAFETY: the caller passed msg_controllen bytes of control data.
+            let fds = unsafe { passed_fds(m) };
+            if !fds.is_empty() {
+                record(|| events::on_passed_fds(fd, &fds));
+            }
+        }
+    }
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msg, flags) };
     if events::is_tracked(fd) && !msg.is_null() {
@@ -296,7 +296,6 @@ hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> s
 });
 
 hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags) };
     if events::is_tracked(fd) && !msgs.is_null() {
@@ -397,7 +396,6 @@ hook!(REAL_READ, fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t,
 });
 
 hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
-    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, flags) };
@@ -407,7 +405,6 @@ hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int)
 });
 
 hook!(REAL_RECVFROM, fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
-    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, flags, addr, alen) };
@@ -427,7 +424,6 @@ hook!(REAL_READ_CHK, fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, b
 });
 
 hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t, |real| {
-    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags) };
@@ -437,7 +433,6 @@ hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buf
 });
 
 hook!(REAL_RECVFROM_CHK, fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
-    discover_unknown(fd);
     if !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags, addr, alen) };
@@ -484,8 +479,11 @@ unsafe fn record_message(fd: c_int, msg: &msghdr, got: ssize_t, errno: c_int, fl
 ///
 /// # Safety
 /// `msg` is a msghdr whose control buffer the kernel just filled.
-unsafe fn passed_fds(msg: &msghdr) -> Vec<c_int> {
-    let mut fds = Vec::new();
+unsafe fn passed_fds(msg: &msghdr) -> PassedFds {
+    let mut out = PassedFds {
+        fds: [0; MAX_PASSED],
+        n: 0,
+    };
     // SAFETY: the CMSG_* walk stays within msg_controllen bytes of msg_control, as the kernel
     // filled them.
     unsafe {
@@ -493,23 +491,56 @@ unsafe fn passed_fds(msg: &msghdr) -> Vec<c_int> {
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c) as *const c_int;
-                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                let n = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
                     / std::mem::size_of::<c_int>();
                 for i in 0..n {
-                    fds.push(std::ptr::read_unaligned(data.add(i)));
+                    if out.n < MAX_PASSED {
+                        out.fds[out.n] = std::ptr::read_unaligned(data.add(i));
+                        out.n += 1;
+                    }
                 }
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    fds
+    out
+}
+
+/// The kernel's limit on descriptors in one message (SCM_MAX_FD).
+const MAX_PASSED: usize = 253;
+
+/// Descriptors of one SCM_RIGHTS message, on the stack (hooks never allocate).
+struct PassedFds {
+    fds: [c_int; MAX_PASSED],
+    n: usize,
+}
+
+impl std::ops::Deref for PassedFds {
+    type Target = [c_int];
+    fn deref(&self) -> &[c_int] {
+        &self.fds[..self.n]
+    }
 }
 
 hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, |real| {
-    discover_unknown(fd);
-    if !events::is_tracked(fd) || msg.is_null() {
+    if msg.is_null() {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, msg, flags) };
+    }
+    if !events::is_tracked(fd) {
+        // A unix socket may carry internet sockets from another process (SCM_RIGHTS).
+        // SAFETY: forwarding the caller's arguments unchanged.
+        let ret = unsafe { real(fd, msg, flags) };
+        // SAFETY: `msg` is the caller's valid msghdr, just filled by recvmsg.
+        let m = unsafe { &*msg };
+        if ret >= 0 && !m.msg_control.is_null() && m.msg_controllen > 0 {
+            // SAFETY: the kernel filled msg_controllen bytes of control data.
+            let fds = unsafe { passed_fds(m) };
+            if !fds.is_empty() {
+                record(|| events::on_received_fds(fd, &fds));
+            }
+        }
+        return ret;
     }
     // On a datagram socket the sender is wanted even when the caller did not ask: lend the call
     // our own address buffer and put the caller's (null) name back afterwards, as the kernel
@@ -533,7 +564,7 @@ hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssi
         // SAFETY: the kernel filled msg_controllen bytes of control data.
         let fds = unsafe { passed_fds(m) };
         if !fds.is_empty() {
-            record(|| events::on_received_fds(&fds));
+            record(|| events::on_received_fds(fd, &fds));
         }
     }
     if substitute {
@@ -545,7 +576,6 @@ hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssi
 });
 
 hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int, |real| {
-    discover_unknown(fd);
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags, timeout) };
     if events::is_tracked(fd) && !msgs.is_null() {
@@ -568,7 +598,7 @@ hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
 hook!(REAL_DUP, fn dup(old: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's argument unchanged.
     let new = unsafe { real(old) };
-    if new >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+    if new >= 0 && (events::is_tracked(old) || events::is_tracked(new)) {
         record(|| events::on_dup(old, new));
     }
     new
@@ -577,7 +607,7 @@ hook!(REAL_DUP, fn dup(old: c_int) -> c_int, |real| {
 hook!(REAL_DUP2, fn dup2(old: c_int, new: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(old, new) };
-    if ret >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+    if ret >= 0 && (events::is_tracked(old) || events::is_tracked(new)) {
         record(|| events::on_dup(old, new));
     }
     ret
@@ -586,7 +616,7 @@ hook!(REAL_DUP2, fn dup2(old: c_int, new: c_int) -> c_int, |real| {
 hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(old, new, flags) };
-    if ret >= 0 && (fd_table::is_known(old) || fd_table::is_known(new)) {
+    if ret >= 0 && (events::is_tracked(old) || events::is_tracked(new)) {
         record(|| events::on_dup(old, new));
     }
     ret
@@ -598,7 +628,7 @@ hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| 
 hook!(REAL_FCNTL, fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, cmd, arg) };
-    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fd_table::is_known(fd) {
+    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && events::is_tracked(fd) {
         record(|| events::on_dup(fd, ret));
     }
     ret
@@ -607,7 +637,7 @@ hook!(REAL_FCNTL, fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, 
 hook!(REAL_FCNTL64, fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, cmd, arg) };
-    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fd_table::is_known(fd) {
+    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && events::is_tracked(fd) {
         record(|| events::on_dup(fd, ret));
     }
     ret
@@ -616,22 +646,6 @@ hook!(REAL_FCNTL64, fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
 hook!(REAL_CLOSE_RANGE, fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int, |real| {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
         record(|| events::on_close_range(first, last));
-    }
-    let ours = sink::capture_fd();
-    if ours >= 0 && first <= last && (first..=last).contains(&(ours as c_uint)) {
-        // Keep our capture file open: close the range on either side of it.
-        let ours = ours as c_uint;
-        if ours > first {
-            if let Err(e) = sys::close_range(first, ours - 1) {
-                sys::set_errno(e);
-                return -1;
-            }
-        }
-        if ours == last {
-            return 0;
-        }
-        // SAFETY: forwarding the caller's range above our descriptor.
-        return unsafe { real(ours + 1, last, flags) };
     }
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { real(first, last, flags) }
@@ -643,15 +657,6 @@ static REAL_CLOSEFROM: netintercept_core::real_fn::RealFn =
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     record(|| events::on_close_range(first.max(0) as c_uint, c_uint::MAX));
-    let ours = sink::capture_fd();
-    if ours >= first.max(0) {
-        // Keep our capture file open: close everything else from `first` on.
-        if ours > first {
-            let _ = sys::close_range(first.max(0) as c_uint, ours as c_uint - 1);
-        }
-        let _ = sys::close_range(ours as c_uint + 1, c_uint::MAX);
-        return;
-    }
     let p = REAL_CLOSEFROM.get();
     if !p.is_null() {
         // SAFETY: the next definition of closefrom has this signature.
@@ -660,18 +665,6 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
         unsafe { real(first) }
     }
 }
-
-hook!(REAL_GETSOCKNAME, fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
-    discover_unknown(fd);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(fd, addr, len) }
-});
-
-hook!(REAL_GETPEERNAME, fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
-    discover_unknown(fd);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(fd, addr, len) }
-});
 
 /// The file offset a sendfile starts at: `*offset` when given, else the file's own offset.
 ///
@@ -723,48 +716,50 @@ hook!(REAL_SENDFILE64, fn sendfile64(out: c_int, in_fd: c_int, offset: *mut libc
     unsafe { traced_sendfile(real, out, in_fd, offset, count) }
 });
 
-// ---- exec: the new image starts with an empty buffer, so write ours first ------------------
+// ---- process life ---------------------------------------------------------------------------
 
-type CStrPtr = *const libc::c_char;
-type CStrArray = *const *const libc::c_char;
-
-hook!(REAL_EXECVE, fn execve(path: CStrPtr, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
-    record(process::before_exec);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(path, argv, envp) }
+hook!(REAL_FORK, fn fork() -> libc::pid_t, |real| {
+    // SAFETY: fork has no arguments; the child's ring is claimed by our atfork handler.
+    let pid = unsafe { real() };
+    if pid > 0 {
+        record(|| netintercept_core::recorder::forked(pid));
+    }
+    pid
 });
 
-hook!(REAL_EXECV, fn execv(path: CStrPtr, argv: CStrArray) -> c_int, |real| {
-    record(process::before_exec);
+// prctl is variadic in C; its four optional arguments travel in the registers of fixed ones
+// (x86-64, AArch64), so they are forwarded unchanged. Seccomp strict mode and PR_SET_TSC take
+// the clock (and, for strict mode, every system call but four) away from the thread: the
+// recorder must know before its next record.
+hook!(REAL_PRCTL, fn prctl(option: c_int, a2: libc::c_ulong, a3: libc::c_ulong, a4: libc::c_ulong, a5: libc::c_ulong) -> c_int, |real| {
+    use netintercept_core::recorder::{self, limit};
+    const STRICT: libc::c_ulong = libc::SECCOMP_MODE_STRICT as libc::c_ulong;
+    // <linux/prctl.h>: PR_TSC_ENABLE, PR_TSC_SIGSEGV.
+    const TSC_ENABLE: libc::c_ulong = 1;
+    const TSC_SIGSEGV: libc::c_ulong = 2;
+    let limits = match (option, a2) {
+        (libc::PR_SET_SECCOMP, STRICT) => limit::NO_CLOCK | limit::NO_SYSCALLS,
+        (libc::PR_SET_TSC, TSC_SIGSEGV) => limit::NO_CLOCK,
+        _ => 0,
+    };
+    if limits != 0 {
+        recorder::before_limit();
+    }
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(path, argv) }
+    let ret = unsafe { real(option, a2, a3, a4, a5) };
+    if ret == 0 {
+        if limits != 0 {
+            recorder::limited(limits);
+        } else if (option, a2) == (libc::PR_SET_TSC, TSC_ENABLE) {
+            recorder::clock_back();
+        }
+    }
+    ret
 });
 
-hook!(REAL_EXECVP, fn execvp(file: CStrPtr, argv: CStrArray) -> c_int, |real| {
-    record(process::before_exec);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(file, argv) }
-});
-
-hook!(REAL_EXECVPE, fn execvpe(file: CStrPtr, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
-    record(process::before_exec);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(file, argv, envp) }
-});
-
-hook!(REAL_FEXECVE, fn fexecve(fd: c_int, argv: CStrArray, envp: CStrArray) -> c_int, |real| {
-    record(process::before_exec);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(fd, argv, envp) }
-});
-
-hook!(REAL_EXECVEAT, fn execveat(dirfd: c_int, path: CStrPtr, argv: CStrArray, envp: CStrArray, flags: c_int) -> c_int, |real| {
-    record(process::before_exec);
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { real(dirfd, path, argv, envp, flags) }
-});
-
-// ---- _exit: programs that leave without exit() (Firefox's fast shutdown) still flush -------
+// _exit: a program that leaves without exit() (Firefox's fast shutdown) still tells the
+// collector. No thread-local is touched here: Chromium calls _exit from a clone child whose
+// thread-local block is zeroed.
 
 static REAL_UNDERSCORE_EXIT: netintercept_core::real_fn::RealFn =
     netintercept_core::real_fn::RealFn::new(c"_exit");
@@ -773,7 +768,7 @@ static REAL_UNDERSCORE_CAPITAL_EXIT: netintercept_core::real_fn::RealFn =
 
 /// Flush, then leave through `real` (or the raw syscall if it cannot be found).
 fn leave_now(real: &netintercept_core::real_fn::RealFn, status: c_int) -> ! {
-    record(process::before_exit_now);
+    netintercept_core::recorder::leaving();
     let p = real.get();
     if !p.is_null() {
         // SAFETY: the next definition of _exit/_Exit has this signature and does not return.
@@ -796,3 +791,98 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     leave_now(&REAL_UNDERSCORE_CAPITAL_EXIT, status)
 }
+
+// ---- calls that create descriptors: a number we believed a socket was closed unseen ---------
+
+/// `ret` is a new descriptor (or -1).
+fn new_fd(ret: c_int) -> c_int {
+    if ret >= 0 {
+        record(|| events::on_new_fds(&[ret]));
+    }
+    ret
+}
+
+// open, open64, openat and openat64 are variadic in C; their optional mode is passed in the same
+// register as a fixed argument on x86-64 and AArch64 (see fcntl), so it is forwarded unchanged.
+hook!(REAL_OPEN, fn open(path: *const libc::c_char, flags: c_int, mode: c_uint) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(path, flags, mode) })
+});
+
+hook!(REAL_OPEN64, fn open64(path: *const libc::c_char, flags: c_int, mode: c_uint) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(path, flags, mode) })
+});
+
+hook!(REAL_OPENAT, fn openat(dir: c_int, path: *const libc::c_char, flags: c_int, mode: c_uint) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(dir, path, flags, mode) })
+});
+
+hook!(REAL_OPENAT64, fn openat64(dir: c_int, path: *const libc::c_char, flags: c_int, mode: c_uint) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(dir, path, flags, mode) })
+});
+
+hook!(REAL_CREAT, fn creat(path: *const libc::c_char, mode: libc::mode_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(path, mode) })
+});
+
+hook!(REAL_EVENTFD, fn eventfd(init: c_uint, flags: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(init, flags) })
+});
+
+hook!(REAL_EPOLL_CREATE1, fn epoll_create1(flags: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(flags) })
+});
+
+hook!(REAL_EPOLL_CREATE, fn epoll_create(size: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(size) })
+});
+
+hook!(REAL_TIMERFD_CREATE, fn timerfd_create(clock: c_int, flags: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(clock, flags) })
+});
+
+hook!(REAL_MEMFD_CREATE, fn memfd_create(name: *const libc::c_char, flags: c_uint) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    new_fd(unsafe { real(name, flags) })
+});
+
+hook!(REAL_PIPE, fn pipe(fds: *mut c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds) };
+    if ret == 0 && !fds.is_null() {
+        // SAFETY: pipe succeeded, so it wrote two descriptors at `fds`.
+        let pair = unsafe { [*fds, *fds.add(1)] };
+        record(|| events::on_new_fds(&pair));
+    }
+    ret
+});
+
+hook!(REAL_PIPE2, fn pipe2(fds: *mut c_int, flags: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds, flags) };
+    if ret == 0 && !fds.is_null() {
+        // SAFETY: pipe2 succeeded, so it wrote two descriptors at `fds`.
+        let pair = unsafe { [*fds, *fds.add(1)] };
+        record(|| events::on_new_fds(&pair));
+    }
+    ret
+});
+
+hook!(REAL_SOCKETPAIR, fn socketpair(domain: c_int, ty: c_int, proto: c_int, fds: *mut c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(domain, ty, proto, fds) };
+    if ret == 0 && !fds.is_null() {
+        // SAFETY: socketpair succeeded, so it wrote two descriptors at `fds`.
+        let pair = unsafe { [*fds, *fds.add(1)] };
+        record(|| events::on_new_fds(&pair));
+    }
+    ret
+});

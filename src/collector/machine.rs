@@ -102,6 +102,8 @@ pub struct Machine<K: Kernel> {
     free: Vec<ConnId>,
     by_inode: HashMap<u64, ConnId>,
     ssl: HashMap<(i32, u64), i32>,
+    /// Sockets inside SCM_RIGHTS messages not yet received, by inode: each holds its connection.
+    in_flight: HashMap<u64, u32>,
     isn: u64,
 }
 
@@ -115,6 +117,7 @@ impl<K: Kernel> Machine<K> {
             free: Vec::new(),
             by_inode: HashMap::new(),
             ssl: HashMap::new(),
+            in_flight: HashMap::new(),
             isn: seed,
         }
     }
@@ -207,11 +210,48 @@ impl<K: Kernel> Machine<K> {
             Kind::Send => self.on_send(r, &mut emit),
             Kind::Recv => self.on_recv(r, &mut emit),
             Kind::Received => {
-                for chunk in r.data.chunks_exact(4) {
-                    let f = i32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                // (descriptor, socket inode) pairs: a socket this run already follows is taken
+                // over by its inode at once; another is looked up from outside (which a
+                // receiver that closes it quickly can outrun).
+                for chunk in r.data.chunks_exact(16) {
+                    let word = |i: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&chunk[i..i + 8]);
+                        u64::from_ne_bytes(b)
+                    };
+                    let f = word(0) as i32;
+                    let inode = word(8);
                     self.untrack(pid, f, &mut emit);
+                    if let Some(&id) = self.by_inode.get(&inode) {
+                        if let Some(Some(c)) = self.conns.get(id) {
+                            let found = Found {
+                                inode,
+                                stream: matches!(c.proto, Proto::Tcp(_)),
+                                listening: false,
+                                local: None,
+                                peer: None,
+                            };
+                            self.adopt(pid, f, found, &mut emit);
+                            continue;
+                        }
+                    }
                     if let Some(found) = self.kernel.discover(pid, f) {
                         self.adopt(pid, f, found, &mut emit);
+                    }
+                }
+            }
+            Kind::Passed => {
+                for chunk in r.data.chunks_exact(4) {
+                    let f = i32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                    let Some(id) = self.conn_id(pid, f) else {
+                        continue;
+                    };
+                    let Some(Some(c)) = self.conns.get_mut(id) else {
+                        continue;
+                    };
+                    if c.inode != 0 {
+                        c.holders += 1;
+                        *self.in_flight.entry(c.inode).or_default() += 1;
                     }
                 }
             }
@@ -456,8 +496,18 @@ impl<K: Kernel> Machine<K> {
         }
         if let Some(&id) = self.by_inode.get(&found.inode) {
             self.untrack(pid, fd, emit);
+            // Arriving from an SCM_RIGHTS message, it takes over the hold the message had.
+            let carried = match self.in_flight.get_mut(&found.inode) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            };
             if let Some(Some(c)) = self.conns.get_mut(id) {
-                c.holders += 1;
+                if !carried {
+                    c.holders += 1;
+                }
             }
             self.procs.entry(pid).or_default().fds.insert(fd, id);
             return;
@@ -958,6 +1008,36 @@ mod tests {
         assert_eq!(flags(&p), ["S", "S", "", "", "F"]);
         assert_eq!((p[3].0, p[3].2), (11, 10));
         assert_eq!(p[4].0, 11, "the FIN comes with the child's exit");
+    }
+
+    #[test]
+    fn a_passed_socket_is_taken_over_by_its_inode_even_when_proc_cannot_see_it() {
+        // The receiver (pid 11) closes the socket before the collector could look in /proc:
+        // the Received record's inode is enough.
+        let mut passed = rec(Kind::Passed, 10, 5);
+        passed.data = &[3, 0, 0, 0];
+        let mut received = rec(Kind::Received, 11, 6);
+        received.data = &[4, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        let p = run(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                send(10, 3, b"one"),
+                passed,
+                rec(Kind::Close, 10, 3),
+                received,
+                send(11, 4, b"two"),
+                rec(Kind::Close, 11, 4),
+            ],
+        );
+        assert_eq!(flags(&p), ["S", "S", "", "", "", "F"]);
+        assert_eq!(
+            (p[4].0, p[4].2),
+            (11, 3),
+            "the receiver's bytes, same stream"
+        );
+        assert_eq!(p[5].0, 11, "the FIN when the receiver closes");
     }
 
     #[test]

@@ -1,4 +1,379 @@
 //! The collector: one per run, outside the traced programs. It reads every process's ring,
-//! merges the records in time order, turns them into packets and writes the capture.
+//! merges the records in time order, turns them into packets ([`machine`]) and writes the
+//! capture ([`output`]).
+//!
+//! Merging: each ring is in reservation order, and a record's timestamp is taken after its
+//! reservation. So when every other ring is either empty (looked at after the candidate was
+//! read) or holds a later record, the earliest committed record can go: nothing stamped before
+//! it can still appear. A ring whose head stays reserved but uncommitted (a writer preempted,
+//! or stopped in a signal handler) holds the merge back for at most [`STUCK`]; a dead owner's
+//! unfinished frame is skipped.
 
 pub mod machine;
+pub mod output;
+pub mod procfs;
+pub mod spawn;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use machine::{Machine, Origin, PacketSink};
+use output::Outputs;
+
+use crate::record::{Kind, Record};
+use crate::ring::{Peek, Region, Ring, SLOT_ACTIVE};
+
+/// How long an uncommitted head may hold back the other rings.
+const STUCK: Duration = Duration::from_millis(50);
+/// How often owners are checked for life.
+const LIVENESS: Duration = Duration::from_millis(20);
+
+/// When the run is over.
+pub enum Until {
+    /// The CLI's command: the run ends when it has exited and no traced process remains.
+    Child(std::process::Child),
+    /// A detached collector: when no traced process remains (after at least one appeared).
+    LastProcess,
+}
+
+struct SlotView {
+    /// The pid this slot's records are filed under: the owner's, or for a sandboxed process
+    /// that could not name itself, the pid found from outside or a number of our own.
+    pid: i32,
+    claim_seq: u64,
+    stuck_since: Option<Instant>,
+    /// The pid could not be found from outside: life is judged by the parent's slot.
+    parent_slot: Option<u32>,
+    unresolved: bool,
+    exited: bool,
+}
+
+impl SlotView {
+    fn new(ring: Ring) -> SlotView {
+        SlotView {
+            pid: ring.owner(),
+            claim_seq: ring.claim_seq(),
+            stuck_since: None,
+            parent_slot: None,
+            unresolved: false,
+            exited: false,
+        }
+    }
+}
+
+impl PacketSink for Outputs {
+    fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
+        Outputs::packet(self, origin, bytes)
+    }
+}
+
+/// Collect until the run ends; returns the command's exit status in CLI mode.
+pub fn run(
+    region: Region,
+    mut outputs: Outputs,
+    mode: crate::tls::Mode,
+    until: Until,
+) -> Option<std::process::ExitStatus> {
+    // SAFETY: getpid cannot fail.
+    region.set_collector_pid(unsafe { libc::getpid() });
+    let mut machine = Machine::new(procfs::ProcFs, mode, crate::recorder::now_ns() ^ 0x5eed);
+    let mut slots: HashMap<u32, SlotView> = HashMap::new();
+    let mut last_liveness = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    let mut ever = false;
+    let mut child = match until {
+        Until::Child(c) => Some(c),
+        Until::LastProcess => None,
+    };
+    let mut status = None;
+    let started = Instant::now();
+    let mut sleep_us = 20u64;
+    loop {
+        // The heartbeat producers look at while their ring is full.
+        region.set_clock_floor(crate::recorder::now_ns());
+        // Which slots are in use.
+        for i in 0..region.slot_count() {
+            let ring = region.ring(i);
+            if ring.state() == SLOT_ACTIVE {
+                let v = slots.entry(i).or_insert_with(|| SlotView::new(ring));
+                if v.claim_seq != ring.claim_seq() {
+                    *v = SlotView::new(ring);
+                }
+                ever = true;
+            }
+        }
+        let moved = merge(&region, &mut slots, &mut machine, &mut outputs);
+        if last_liveness.elapsed() >= LIVENESS || moved == 0 {
+            last_liveness = Instant::now();
+            reap(&region, &mut slots, &mut machine, &mut outputs);
+        }
+        if let Some(c) = child.as_mut() {
+            if status.is_none() {
+                status = c.try_wait().ok().flatten();
+            }
+        }
+        let over = slots.is_empty()
+            && match child {
+                Some(_) => status.is_some(),
+                None => ever || started.elapsed() > Duration::from_secs(10),
+            };
+        if over {
+            // A fork child may not have claimed its slot yet when its parent is gone: wait a
+            // moment before ending the run.
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(100) {
+                break;
+            }
+        } else {
+            idle_since = None;
+        }
+        if moved == 0 {
+            outputs.flush();
+            std::thread::sleep(Duration::from_micros(sleep_us));
+            sleep_us = (sleep_us * 2).min(2000);
+        } else {
+            sleep_us = 20;
+        }
+    }
+    machine.finish(&mut outputs);
+    outputs.close();
+    status
+}
+
+/// Apply records in time order while that order is certain; returns how many were applied.
+fn merge(
+    region: &Region,
+    slots: &mut HashMap<u32, SlotView>,
+    machine: &mut Machine<procfs::ProcFs>,
+    outputs: &mut Outputs,
+) -> usize {
+    let mut applied = 0;
+    let mut ids: Vec<u32> = slots.keys().copied().collect();
+    ids.sort_unstable();
+    loop {
+        let mut best: Option<(u64, u32)> = None;
+        let mut empty = Vec::new();
+        let mut blocked = false;
+        for &i in &ids {
+            let ring = region.ring(i);
+            match ring.peek() {
+                Peek::Empty => {
+                    if let Some(v) = slots.get_mut(&i) {
+                        v.stuck_since = None;
+                    }
+                    empty.push(i)
+                }
+                Peek::InFlight => {
+                    let v = slots.get_mut(&i);
+                    if let Some(v) = v {
+                        let since = *v.stuck_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < STUCK {
+                            blocked = true;
+                        }
+                    }
+                }
+                Peek::Frame { bytes, .. } => {
+                    if let Some(v) = slots.get_mut(&i) {
+                        v.stuck_since = None;
+                    }
+                    let ts = Record::decode(bytes).map_or(0, |r| r.ts_ns);
+                    if best.is_none_or(|(b, _)| ts < b) {
+                        best = Some((ts, i));
+                    }
+                }
+            }
+        }
+        let Some((_, i)) = best else { return applied };
+        if blocked {
+            return applied;
+        }
+        // Rings that were empty must still be empty now that the candidate has been read.
+        // Threads without a clock stamp from this floor on, so what they write after this
+        // look sorts after the candidate too.
+        if !empty.is_empty() {
+            region.set_clock_floor(crate::recorder::now_ns());
+        }
+        if empty
+            .iter()
+            .any(|&e| !matches!(region.ring(e).peek(), Peek::Empty))
+        {
+            continue;
+        }
+        let ring = region.ring(i);
+        apply_head(region, i, slots, machine, outputs);
+        applied += 1;
+        // Drain this ring while its records stay earliest (the common case: one busy process).
+        if ids.len() == 1 {
+            while let Peek::Frame { .. } = ring.peek() {
+                apply_head(region, i, slots, machine, outputs);
+                applied += 1;
+                if applied % 4096 == 0 {
+                    break;
+                }
+            }
+        }
+        if applied >= 65536 {
+            return applied;
+        }
+    }
+}
+
+fn apply_head(
+    region: &Region,
+    slot: u32,
+    slots: &mut HashMap<u32, SlotView>,
+    machine: &mut Machine<procfs::ProcFs>,
+    outputs: &mut Outputs,
+) {
+    let ring = region.ring(slot);
+    let Peek::Frame { bytes, next } = ring.peek() else {
+        return;
+    };
+    if let Some(mut r) = Record::decode(bytes) {
+        if r.kind == Kind::Start {
+            name_process(slot, &r, slots);
+        }
+        let Some(v) = slots.get_mut(&slot) else {
+            ring.release(next);
+            return;
+        };
+        r.pid = v.pid;
+        if r.kind == Kind::Start {
+            if let Some(parent) = v.parent_slot.and_then(|p| slots.get(&p)) {
+                r.arg0 = i64::from(parent.pid);
+            }
+            outputs.learn_process(r.pid);
+        }
+        machine.apply(&r, outputs);
+        if r.kind == Kind::Exit {
+            if let Some(v) = slots.get_mut(&slot) {
+                v.exited = true;
+            }
+            outputs.flush();
+            ring.release(next);
+            ring.ack_exit();
+            return;
+        }
+    }
+    ring.release(next);
+}
+
+/// A process's first record: note its parent's slot, and when it could not name itself (a
+/// sandbox's pid namespace without /proc), find its pid from its parent's, or give it a number
+/// no real process has.
+fn name_process(slot: u32, start: &Record, slots: &mut HashMap<u32, SlotView>) {
+    let parent_slot = (start.ssl as u32).checked_sub(1);
+    let parent = parent_slot.and_then(|p| slots.get(&p)).map(|p| p.pid);
+    let Some(v) = slots.get_mut(&slot) else {
+        return;
+    };
+    v.parent_slot = parent_slot;
+    if start.ret != 1 {
+        return;
+    }
+    match parent.and_then(|p| procfs::child_in_namespace(p, v.pid)) {
+        Some(pid) => v.pid = pid,
+        None => {
+            v.unresolved = true;
+            v.pid = -((v.claim_seq & 0x3fff_ffff) as i32) - 1;
+        }
+    }
+}
+
+/// Free the slots of processes that are gone (or replaced their image), once drained.
+fn reap(
+    region: &Region,
+    slots: &mut HashMap<u32, SlotView>,
+    machine: &mut Machine<procfs::ProcFs>,
+    outputs: &mut Outputs,
+) {
+    let mut newest: HashMap<i32, u64> = HashMap::new();
+    for v in slots.values() {
+        let e = newest.entry(v.pid).or_insert(0);
+        *e = (*e).max(v.claim_seq);
+    }
+    let mut done = Vec::new();
+    let ids: Vec<u32> = slots.keys().copied().collect();
+    for i in ids {
+        let Some(v) = slots.get(&i) else { continue };
+        let superseded = newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
+        let dead = if v.unresolved {
+            // Its own pid is unknown: it is gone once it said so, or once its parent is (a
+            // sandbox's pid namespace dies with its first process).
+            v.exited
+                || v.parent_slot
+                    .and_then(|p| slots.get(&p))
+                    .is_none_or(|p| !p.unresolved && !procfs::alive(p.pid))
+        } else {
+            !procfs::alive(v.pid)
+        };
+        let pid = v.pid;
+        if !(superseded || dead) {
+            continue;
+        }
+        let ring = region.ring(i);
+        // Whatever the dead process committed is applied first.
+        loop {
+            match ring.peek() {
+                Peek::Frame { .. } => apply_head(region, i, slots, machine, outputs),
+                Peek::InFlight => {
+                    ring.skip_stuck();
+                }
+                Peek::Empty => break,
+            }
+        }
+        done.push((i, pid, dead && !superseded));
+    }
+    for (i, pid, gone) in done {
+        slots.remove(&i);
+        region.ring(i).free();
+        if gone && !slots.values().any(|v| v.pid == pid) {
+            machine.process_gone(pid, crate::recorder::now_ns(), outputs);
+        }
+    }
+}
+
+/// The outputs the environment asks for (`NETINTERCEPT_FILE`, `_FORMAT`, `_FILTER`), with the
+/// filter library found in `lib_dir`. A bad filter is reported once and nothing is written.
+pub fn outputs_from_env(region: &Region, lib_dir: &std::path::Path) -> Outputs {
+    let cfg = crate::config::Config::from_env(0);
+    let filter = match cfg.filter.as_deref() {
+        None => None,
+        Some(expr) if expr.trim().is_empty() => None,
+        Some(expr) => match crate::filter::Filter::compile_with(lib_dir, expr) {
+            Ok(f) => Some(f),
+            Err(msg) => {
+                let shown: String = expr.chars().take(200).collect();
+                let more = if shown.len() < expr.len() { "…" } else { "" };
+                eprintln!("netintercept: bad filter '{shown}{more}': {msg}");
+                return Outputs::discard();
+            }
+        },
+    };
+    let (realtime, mono) = region.start_clocks();
+    Outputs::new(
+        &cfg.file_pattern,
+        cfg.pcapng,
+        filter,
+        realtime as i128 - mono as i128,
+        realtime / 1_000_000_000,
+    )
+}
+
+/// `netintercept --collect REGION LIBDIR`: the detached collector of an LD_PRELOAD run.
+pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -> i32 {
+    let region = match spawn::map_region(region_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netintercept: {e}");
+            return 2;
+        }
+    };
+    let outputs = outputs_from_env(&region, lib_dir);
+    if let Some(line) = crate::tls::complaint() {
+        eprintln!("netintercept: {line}");
+    }
+    run(region, outputs, crate::tls::mode(), Until::LastProcess);
+    let _ = std::fs::remove_file(region_path);
+    0
+}

@@ -1,0 +1,267 @@
+//! The capture files of a run: one file, or one per process when the name has `%p`.
+//!
+//! A file is opened at its first packet (a run that captured nothing leaves no file), never
+//! through a symlink, never a FIFO or device (opened non-blocking and checked before anything
+//! is written), never a file with other hard links or of another user. Buffers hold whole
+//! records only; a failed write is cut back to the last whole record, so a full disk still
+//! leaves a readable capture.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use super::machine::Origin;
+use super::procfs;
+use crate::output_path::{self, ProcessInfo};
+use crate::record::call_name;
+use crate::sys;
+
+const HIGH_WATER: usize = 1 << 20;
+
+/// Where packets go and how they are written.
+pub struct Outputs {
+    pattern: String,
+    pcapng: bool,
+    per_process: bool,
+    filter: Option<crate::filter::Filter>,
+    /// Realtime minus monotonic, to stamp records taken on the monotonic clock.
+    clock_offset_ns: i128,
+    start_secs: u64,
+    files: HashMap<i32, File>,
+    exe: HashMap<i32, String>,
+    /// Paths already reported as unwritable (said once).
+    refused: Vec<String>,
+    /// `-w -`: the one output is standard output.
+    stdout: bool,
+    /// Write nothing (a bad filter: a user who asked for less never gets more).
+    discard: bool,
+}
+
+struct File {
+    fd: i32,
+    path: String,
+    buf: Vec<u8>,
+    written: u64,
+    broken: bool,
+}
+
+impl Outputs {
+    pub fn new(
+        pattern: &str,
+        pcapng: bool,
+        filter: Option<crate::filter::Filter>,
+        clock_offset_ns: i128,
+        start_secs: u64,
+    ) -> Outputs {
+        Outputs {
+            pattern: pattern.to_string(),
+            pcapng,
+            per_process: output_path::is_per_process(pattern),
+            filter,
+            clock_offset_ns,
+            start_secs,
+            files: HashMap::new(),
+            exe: HashMap::new(),
+            refused: Vec::new(),
+            stdout: pattern == "-",
+            discard: false,
+        }
+    }
+
+    /// Outputs that write nothing.
+    pub fn discard() -> Outputs {
+        let mut o = Outputs::new("", false, None, 0, 0);
+        o.discard = true;
+        o
+    }
+
+    /// Note a process's executable while it is alive (for comments and `%e`); called at each
+    /// image's start, so an exec replaces what was known.
+    pub fn learn_process(&mut self, pid: i32) {
+        self.exe.insert(pid, procfs::exe_path(pid));
+    }
+
+    /// Write one packet made by `origin`.
+    pub fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
+        if self.discard {
+            return;
+        }
+        if let Some(f) = &self.filter {
+            if !f.matches(bytes) {
+                return;
+            }
+        }
+        let key = if self.per_process { origin.pid } else { 0 };
+        if !self.files.contains_key(&key) {
+            let pid = origin.pid;
+            self.exe.entry(pid).or_insert_with(|| procfs::exe_path(pid));
+            match self.open(origin.pid) {
+                Some(f) => {
+                    self.files.insert(key, f);
+                }
+                None => return,
+            }
+        }
+        let ts = (origin.ts_ns as i128 + self.clock_offset_ns).max(0) as u128;
+        let ts = Duration::from_nanos(ts.min(u64::MAX as u128) as u64);
+        let comment = self.pcapng.then(|| self.comment(origin));
+        let Some(file) = self.files.get_mut(&key) else {
+            return;
+        };
+        if file.broken {
+            return;
+        }
+        match &comment {
+            Some(c) => synth::pcapng_record(ts, bytes, c, &mut file.buf),
+            None => synth::pcap_record(ts, bytes, &mut file.buf),
+        }
+        if file.buf.len() >= HIGH_WATER {
+            file.write_out(&mut self.refused);
+        }
+    }
+
+    /// Write everything buffered.
+    pub fn flush(&mut self) {
+        for f in self.files.values_mut() {
+            f.write_out(&mut self.refused);
+        }
+    }
+
+    /// Flush and close every file.
+    pub fn close(&mut self) {
+        self.flush();
+        for (_, f) in self.files.drain() {
+            if f.fd > 2 {
+                sys::close(f.fd);
+            }
+        }
+    }
+
+    fn comment(&self, o: &Origin) -> String {
+        let call = call_name(o.call);
+        let library = match call {
+            c if c.starts_with("SSL_") => " tls=OpenSSL",
+            c if c.starts_with("PR_") => " tls=NSS",
+            _ => "",
+        };
+        let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");
+        let exe = exe.rsplit('/').next().unwrap_or("");
+        format!(
+            "pid={} tid={} exe={exe} fd={} call={call}{library}",
+            o.pid, o.tid, o.fd
+        )
+    }
+
+    fn open(&mut self, pid: i32) -> Option<File> {
+        let info = ProcessInfo {
+            pid,
+            start_secs: self.start_secs,
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            exe_path: self.exe.get(&pid).cloned().unwrap_or_default(),
+            // SAFETY: getuid cannot fail.
+            uid: unsafe { libc::getuid() },
+        };
+        let header = if self.pcapng {
+            synth::pcapng_header(&synth::SectionInfo {
+                host: &info.host,
+                os: std::env::consts::OS,
+                application: concat!("netintercept ", env!("CARGO_PKG_VERSION")),
+                command_line: &procfs::command_line(pid),
+            })
+        } else {
+            synth::pcap_header()
+        };
+        let (fd, path) = if self.stdout {
+            (1, "-".to_string())
+        } else {
+            let path = output_path::expand(&self.pattern, &info);
+            match open_capture(&path) {
+                Ok(fd) => (fd, path),
+                Err(reason) => {
+                    if !self.refused.contains(&path) {
+                        eprintln!("netintercept: cannot write capture to '{path}': {reason}");
+                        self.refused.push(path);
+                    }
+                    return None;
+                }
+            }
+        };
+        Some(File {
+            fd,
+            path,
+            buf: header,
+            written: 0,
+            broken: false,
+        })
+    }
+}
+
+impl File {
+    fn write_out(&mut self, refused: &mut Vec<String>) {
+        if self.buf.is_empty() || self.broken {
+            return;
+        }
+        if let Err(e) = sys::write_all(self.fd, &self.buf) {
+            // Cut a partial record off, so what is in the file stays readable.
+            let _ = sys::ftruncate(self.fd, self.written as i64);
+            eprintln!(
+                "netintercept: cannot write capture to '{}': {}",
+                self.path,
+                sys::strerror(e)
+            );
+            refused.push(self.path.clone());
+            self.broken = true;
+            self.buf = Vec::new();
+            return;
+        }
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+    }
+}
+
+/// Open `path` for a new capture: a regular file of ours with one link, or a new one (0600).
+fn open_capture(path: &str) -> Result<i32, String> {
+    let c = CString::new(std::path::Path::new(path).as_os_str().as_bytes())
+        .map_err(|_| "the name holds a NUL byte".to_string())?;
+    let fd = sys::open(
+        &c,
+        libc::O_WRONLY
+            | libc::O_CREAT
+            | libc::O_NOFOLLOW
+            | libc::O_NONBLOCK
+            | libc::O_NOCTTY
+            | libc::O_CLOEXEC,
+        0o600,
+    )
+    .map_err(|e| match e {
+        libc::ELOOP => "it is a symbolic link".to_string(),
+        e => sys::strerror(e),
+    })?;
+    let checked = (|| {
+        let st = sys::fstat(fd).map_err(sys::strerror)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err("not a regular file".to_string());
+        }
+        if st.st_nlink > 1 {
+            return Err("it has other hard links".to_string());
+        }
+        // SAFETY: geteuid cannot fail.
+        if st.st_uid != unsafe { libc::geteuid() } {
+            return Err("it belongs to another user".to_string());
+        }
+        sys::ftruncate(fd, 0).map_err(sys::strerror)?;
+        // SAFETY: clearing O_NONBLOCK on our own descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_WRONLY) };
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            sys::close(fd);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! What the collector learns about traced processes from outside them: `/proc/PID/fd` and
+//! `/proc/PID/net/*`, and its own sockets for route lookups. Nothing here runs in a traced
+//! process, so sandboxes never see these calls.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::machine::{Found, Kernel};
+
+/// The real kernel.
+pub struct ProcFs;
+
+impl Kernel for ProcFs {
+    fn inode(&mut self, pid: i32, fd: i32) -> Option<u64> {
+        socket_inode(pid, fd)
+    }
+
+    fn discover(&mut self, pid: i32, fd: i32) -> Option<Found> {
+        let inode = socket_inode(pid, fd)?;
+        for (table, stream) in [
+            ("tcp", true),
+            ("tcp6", true),
+            ("udp", false),
+            ("udp6", false),
+        ] {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+            if let Some(found) = find_inode(&text, inode, stream) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr> {
+        let bind: SocketAddr = if dst.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let s = std::net::UdpSocket::bind(bind).ok()?;
+        s.connect(dst).ok()?;
+        s.local_addr().ok().map(|a| a.ip())
+    }
+}
+
+/// The inode of the socket `fd` of `pid` names, from its `/proc` link (`socket:[N]`).
+pub fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The line of a `/proc/net/{tcp,udp}[6]` table with `inode`.
+fn find_inode(text: &str, inode: u64, stream: bool) -> Option<Found> {
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[9].parse::<u64>().ok() != Some(inode) {
+            continue;
+        }
+        let local = parse_addr(f[1]);
+        let peer = parse_addr(f[2]).filter(|a| a.port() != 0);
+        return Some(Found {
+            inode,
+            stream,
+            listening: stream && f[3] == "0A",
+            local,
+            peer,
+        });
+    }
+    None
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits then a port (IPv6), as the kernel prints them: each
+/// 32-bit word in host order.
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<u32>> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok())
+        .collect();
+    let words = words?;
+    let mut bytes = Vec::with_capacity(16);
+    for w in &words {
+        bytes.extend_from_slice(&w.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&bytes);
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Whether `pid` is alive (a zombie has exited).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The child of `parent` that its own pid namespace calls `ns_pid` (a sandboxed fork child
+/// that could not see /proc to say who it is).
+pub fn child_in_namespace(parent: i32, ns_pid: i32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        if parent_and_innermost_pid(&status) == Some((parent, ns_pid)) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `PPid` and the last `NSpid` number of a `/proc/PID/status` text.
+fn parent_and_innermost_pid(status: &str) -> Option<(i32, i32)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::split_whitespace)
+    };
+    let ppid = field("PPid:")?.next()?.parse().ok()?;
+    let inner = field("NSpid:")?.last()?.parse().ok()?;
+    Some((ppid, inner))
+}
+
+/// The executable's file name of `pid`, for pcapng comments and `%e`.
+pub fn exe_path(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The command line of `pid`, words joined by spaces.
+pub fn command_line(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_parent_and_namespace_pid() {
+        let status = "Name:\tchromium\nPid:\t8591\nPPid:\t8588\nNSpid:\t8591\t3\n";
+        assert_eq!(parent_and_innermost_pid(status), Some((8588, 3)));
+        assert_eq!(parent_and_innermost_pid("PPid:\t1\n"), None);
+    }
+
+    #[test]
+    fn reads_kernel_socket_tables() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1\n";
+        let f = find_inode(v4, 12345, true).expect("found");
+        assert!(f.listening);
+        assert_eq!(f.local, Some("127.0.0.1:8080".parse().expect("addr")));
+        assert_eq!(f.peer, None);
+        let v6 = "h\n 0: 00000000000000000000000001000000:01BB 00000000000000000000000001000000:9C40 01 0:0 0:0 0 0 0 777 1\n";
+        let f = find_inode(v6, 777, true).expect("found");
+        assert_eq!(f.local, Some("[::1]:443".parse().expect("addr")));
+        assert_eq!(f.peer, Some("[::1]:40000".parse().expect("addr")));
+        assert!(!f.listening);
+    }
+}
