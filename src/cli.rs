@@ -33,7 +33,6 @@ writes '<name>.<pid>'.
 Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
   NETINTERCEPT_FILE      capture file name pattern (as -w)
   NETINTERCEPT_FILTER    libpcap filter (as -f)
-  NETINTERCEPT_FLUSH_MS  longest time a packet stays buffered, in ms (default 1000)
   NETINTERCEPT_FOLLOW    0 to leave child processes untraced
   NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
   NETINTERCEPT_TLS       plain (default: decrypted TLS), raw (the ciphertext) or both

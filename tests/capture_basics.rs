@@ -350,7 +350,6 @@ fn cli_help_names_every_option_variable_and_pattern() {
         "--no-follow",
         "NETINTERCEPT_FILE",
         "NETINTERCEPT_FILTER",
-        "NETINTERCEPT_FLUSH_MS",
         "NETINTERCEPT_FOLLOW",
         "NETINTERCEPT_LIB",
         "%p",

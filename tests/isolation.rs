@@ -56,7 +56,6 @@ fn cli_run(dir: &Path, cap: &Path, program: impl AsRef<OsStr>, args: &[&str]) ->
         .current_dir(dir)
         .env_remove("LD_PRELOAD")
         .env_remove("NETINTERCEPT_FILE")
-        .env_remove("NETINTERCEPT_SESSION_NS")
         .env_remove("NETINTERCEPT_FILTER");
     cmd
 }
@@ -401,7 +400,6 @@ fn setpriv(user: (u32, u32), dir: &Path) -> Command {
     .current_dir(dir)
     .env_remove("LD_PRELOAD")
     .env_remove("NETINTERCEPT_FILE")
-    .env_remove("NETINTERCEPT_SESSION_NS")
     .env_remove("NETINTERCEPT_FILTER");
     cmd
 }

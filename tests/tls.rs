@@ -205,8 +205,7 @@ fn traced_server_side_shows_the_same_plaintext() {
         "python3",
         &["-c", HTTPS_SERVER, &port.to_string()],
     );
-    cmd.env("NETINTERCEPT_FLUSH_MS", "100")
-        .stdin(std::process::Stdio::null())
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let _srv = servers::Server(cmd.spawn().expect("traced https server"));

@@ -336,7 +336,7 @@ fn reap(
 /// The outputs the environment asks for (`NETINTERCEPT_FILE`, `_FORMAT`, `_FILTER`), with the
 /// filter library found in `lib_dir`. A bad filter is reported once and nothing is written.
 pub fn outputs_from_env(region: &Region, lib_dir: &std::path::Path) -> Outputs {
-    let cfg = crate::config::Config::from_env(0);
+    let cfg = crate::config::Config::from_env();
     let filter = match cfg.filter.as_deref() {
         None => None,
         Some(expr) if expr.trim().is_empty() => None,

@@ -112,7 +112,6 @@ pub fn traced(dir: &Path, capture: &Path, program: &str, args: &[&str]) -> Comma
         .current_dir(dir)
         .env("LD_PRELOAD", library())
         .env("NETINTERCEPT_FILE", capture)
-        .env_remove("NETINTERCEPT_SESSION_NS")
         .env_remove("NETINTERCEPT_FILTER");
     cmd
 }
