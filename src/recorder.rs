@@ -127,7 +127,7 @@ thread_local! {
     /// What this thread may not do any more ([`limit`]); inherited by a fork child as the
     /// kernel's own restriction is.
     static LIMITS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
-    /// This thread's last timestamp (used only once it cannot read the clock).
+    /// This thread's last timestamp (what a stamp without the clock must follow).
     static LAST_TS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -278,14 +278,15 @@ fn start(ring: Ring, rec: &mut Record, n: usize) -> Option<crate::ring::Reservat
     let mut res = ring.reserve(HEADER_LEN + n, &mut wait_for_room)?;
     // The timestamp is taken after the reservation, so a ring found empty by the collector can
     // only later hold records stamped after that look (the collector's merge relies on it).
+    // A thread without the clock stamps after everything it stamped before (its last record may
+    // be a clocked one from before seccomp strict mode) and after every other clockless stamp.
     rec.ts_ns = if limits() & limit::NO_CLOCK != 0 {
         let last = LAST_TS.try_with(|t| t.get()).unwrap_or(0);
-        let ts = region().map_or(last + 1, |r| r.stamp_without_clock(last));
-        let _ = LAST_TS.try_with(|t| t.set(ts));
-        ts
+        region().map_or(last + 1, |r| r.stamp_without_clock(last))
     } else {
         now_ns()
     };
+    let _ = LAST_TS.try_with(|t| t.set(rec.ts_ns));
     let mut head = [0u8; HEADER_LEN];
     rec.encode_header(n, &mut head);
     res.write(&head);
