@@ -8,7 +8,6 @@
 //! collector makes room (never spinning: they may share one core); if the collector is gone,
 //! recording stops and the program runs on.
 
-use std::ffi::CString;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
 
@@ -353,7 +352,7 @@ pub fn init() -> Result<(), String> {
         }
     };
 
-    let (base, len) = map(&path)?;
+    let (base, len) = crate::collector::spawn::map_region_file(std::path::Path::new(&path))?;
     BASE.store(base, Release);
     LEN.store(len, Relaxed);
     let ns_pid = sys::getpid();
@@ -404,35 +403,6 @@ fn claim(pid: i32, ns_pid: i32) -> Result<(), String> {
     SLOT.store(slot, Release);
     ENABLED.store(!region.disabled(), Relaxed);
     Ok(())
-}
-
-/// Map the region at `path` and close the descriptor at once.
-fn map(path: &std::ffi::OsStr) -> Result<(*mut u8, usize), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_bytes()).map_err(|_| "bad region path".to_string())?;
-    let fd = sys::open(&c, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0)
-        .map_err(|e| format!("cannot open the run's region: {}", sys::strerror(e)))?;
-    let len = sys::fstat(fd).map(|st| st.st_size as usize).unwrap_or(0);
-    // SAFETY: mapping a regular file we just opened, shared, for its whole length.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    sys::close(fd);
-    if p == libc::MAP_FAILED || len == 0 {
-        return Err("cannot map the run's region".into());
-    }
-    // SAFETY: just mapped, `len` bytes.
-    if unsafe { Region::attach(p as *mut u8, len) }.is_none() {
-        return Err("the run's region has another layout (mixed versions?)".into());
-    }
-    Ok((p as *mut u8, len))
 }
 
 /// Every internet socket open at load (inherited over exec or from an untraced parent).

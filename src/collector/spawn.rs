@@ -40,20 +40,9 @@ pub fn create_region() -> Result<(PathBuf, Region), String> {
                 ))
             }
         };
-        let mapped = sys::ftruncate(fd, len as i64).ok().and_then(|()| {
-            // SAFETY: mapping the regular file we just created and sized, shared.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            };
-            (p != libc::MAP_FAILED).then_some(p as *mut u8)
-        });
+        let mapped = sys::ftruncate(fd, len as i64)
+            .ok()
+            .and_then(|()| map_shared(fd, len));
         sys::close(fd);
         let Some(base) = mapped else {
             let _ = std::fs::remove_file(&path);
@@ -68,13 +57,35 @@ pub fn create_region() -> Result<(PathBuf, Region), String> {
     Err("cannot create the run's region: no free name".into())
 }
 
+/// Map an existing region file, shared, whole; its descriptor is closed at once. Returns the
+/// mapping's address and length (the recorder keeps them; the collector attaches).
+pub fn map_region_file(path: &Path) -> Result<(*mut u8, usize), String> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "bad region path")?;
+    let fd = sys::open(&c, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0)
+        .map_err(|e| format!("cannot open the run's region: {}", sys::strerror(e)))?;
+    let len = sys::fstat(fd).map(|st| st.st_size as usize).unwrap_or(0);
+    let mapped = (len > 0).then(|| map_shared(fd, len)).flatten();
+    sys::close(fd);
+    let base = mapped.ok_or("cannot map the run's region")?;
+    // SAFETY: just mapped, `len` bytes, never unmapped.
+    if unsafe { Region::attach(base, len) }.is_none() {
+        return Err("the run's region has another layout (mixed versions?)".into());
+    }
+    Ok((base, len))
+}
+
 /// Map an existing region file (the collector side).
 pub fn map_region(path: &Path) -> Result<Region, String> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "bad path")?;
-    let fd = sys::open(&c, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0)
-        .map_err(|e| format!("cannot open '{}': {}", path.display(), sys::strerror(e)))?;
-    let len = sys::fstat(fd).map(|st| st.st_size as usize).unwrap_or(0);
-    // SAFETY: mapping a regular file we just opened, shared, for its whole length.
+    let (base, len) = map_region_file(path)?;
+    // SAFETY: `map_region_file` mapped `len` bytes at `base` and checked the layout; the
+    // mapping is never unmapped.
+    unsafe { Region::attach(base, len) }.ok_or_else(|| "not a netintercept region".into())
+}
+
+/// `mmap` the first `len` bytes of `fd`, shared, read-write.
+fn map_shared(fd: i32, len: usize) -> Option<*mut u8> {
+    // SAFETY: mapping a regular file the caller opened read-write, shared; the kernel checks
+    // the arguments.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -85,12 +96,7 @@ pub fn map_region(path: &Path) -> Result<Region, String> {
             0,
         )
     };
-    sys::close(fd);
-    if p == libc::MAP_FAILED || len == 0 {
-        return Err(format!("cannot map '{}'", path.display()));
-    }
-    // SAFETY: just mapped, `len` bytes, never unmapped.
-    unsafe { Region::attach(p as *mut u8, len) }.ok_or_else(|| "not a netintercept region".into())
+    (p != libc::MAP_FAILED).then_some(p as *mut u8)
 }
 
 /// The directory this library (or program) was loaded from.
