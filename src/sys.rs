@@ -68,12 +68,6 @@ pub fn close(fd: i32) {
     unsafe { libc::syscall(libc::SYS_close, fd) };
 }
 
-/// Apply `flock(2)` operation `op` to `fd`.
-pub fn flock(fd: i32, op: i32) -> Result<(), i32> {
-    // SAFETY: no pointers involved.
-    cvt(unsafe { libc::syscall(libc::SYS_flock, fd, op) }).map(|_| ())
-}
-
 /// Truncate `fd` to `len` bytes.
 ///
 /// # References
@@ -93,15 +87,6 @@ pub fn fstat(fd: i32) -> Result<libc::stat, i32> {
     // SAFETY: `st` is a valid, writable `stat`.
     cvt(unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
     Ok(st)
-}
-
-/// Remove `path`.
-///
-/// # References
-/// unlinkat(2)
-pub fn unlink(path: &CStr) -> Result<(), i32> {
-    // SAFETY: `path` is NUL-terminated and outlives the call.
-    cvt(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) }).map(|_| ())
 }
 
 fn sock_name(nr: libc::c_long, fd: i32) -> Option<SocketAddr> {
@@ -260,47 +245,4 @@ pub fn pread(fd: i32, buf: &mut [u8], offset: i64) -> Result<usize, i32> {
 pub fn tell(fd: i32) -> Result<i64, i32> {
     // SAFETY: no pointers involved.
     cvt(unsafe { libc::syscall(libc::SYS_lseek, fd, 0 as libc::off_t, libc::SEEK_CUR) })
-}
-
-/// Block every blockable signal on this thread, returning the previous mask.
-///
-/// # References
-/// rt_sigprocmask(2)
-pub fn block_signals() -> u64 {
-    let all: u64 = !0;
-    let mut old: u64 = 0;
-    // SAFETY: both masks are valid 8-byte kernel sigsets; the kernel ignores SIGKILL and SIGSTOP.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK,
-            &all as *const u64,
-            &mut old as *mut u64,
-            8usize,
-        )
-    };
-    old
-}
-
-/// Put back a mask returned by [`block_signals`].
-pub fn restore_signals(mask: u64) {
-    // SAFETY: `mask` is a valid 8-byte kernel sigset.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &mask as *const u64,
-            std::ptr::null_mut::<u64>(),
-            8usize,
-        )
-    };
-}
-
-/// Close descriptors `first..=last` (flags 0).
-///
-/// # References
-/// close_range(2)
-pub fn close_range(first: u32, last: u32) -> Result<(), i32> {
-    // SAFETY: no pointers involved.
-    cvt(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(|_| ())
 }
