@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::record::{Kind, Record};
-use crate::recorder::{self, kind, NOTHING};
+use crate::recorder::{self, kind};
 use crate::{guard, sys, tls};
 
-pub use crate::recorder::Payload;
+pub use crate::recorder::{Payload, NOTHING};
 
 /// Whether `fd` is a socket whose calls are recorded (the hot-path test: one atomic load).
 #[inline]
@@ -56,12 +56,19 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32) {
 }
 
 /// `connect(fd, remote)` returned `ret` with `errno`.
-pub fn on_connect(fd: i32, remote: Option<SocketAddr>, ret: i32, errno: i32) {
+///
+/// `family` is the caller's address family (-1 when it could not be read): AF_UNSPEC dissolves
+/// the socket's association, and a later connect or Fast Open send makes a new one.
+pub fn on_connect(fd: i32, family: i32, remote: Option<SocketAddr>, ret: i32, errno: i32) {
     let mut r = rec(Kind::Connect, fd);
     r.addr = remote;
     r.ret = ret as i64;
     r.errno = errno;
-    if ret == 0 || errno == libc::EINPROGRESS {
+    r.arg0 = family as i64;
+    if ret == 0 && family == libc::AF_UNSPEC {
+        // The local address is asked again with the next association.
+        recorder::set_kind(fd, recorder::kind_of(fd));
+    } else if ret == 0 || errno == libc::EINPROGRESS || errno == libc::EINTR {
         // The port the kernel just chose: asked once per connection.
         r.local = sys::local_addr(fd);
         recorder::first_local(fd);
@@ -193,7 +200,7 @@ pub fn on_sendfile(out: i32, in_fd: i32, offset: i64, sent: usize) {
         match sys::pread(in_fd, &mut buf[..want], offset + done as i64) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                on_send_result(out, n as isize, 0, &&buf[..n], None);
+                on_send_result(out, n as isize, 0, 0, &&buf[..n], None);
                 done += n;
             }
         }
@@ -219,32 +226,47 @@ fn first_udp_local(fd: i32) -> Option<SocketAddr> {
         .flatten()
 }
 
-/// A send call on `fd` returned `ret` (with `errno` when negative).
+/// A TCP socket's local address after a send that connected it (Fast Open), asked once.
+fn first_tcp_local(fd: i32) -> Option<SocketAddr> {
+    (recorder::kind_of(fd) == kind::TCP && recorder::first_local(fd))
+        .then(|| sys::local_addr(fd))
+        .flatten()
+}
+
+/// A send call on `fd` with MSG_* `flags` returned `ret` (with `errno` when negative).
 pub fn on_send_result(
     fd: i32,
     ret: isize,
     errno: i32,
+    flags: i32,
     data: &dyn Payload,
     dest: Option<SocketAddr>,
 ) {
     let mut r = rec(Kind::Send, fd);
     r.ret = ret as i64;
     r.errno = errno;
+    r.arg1 = flags as i64;
     r.addr = dest;
     r.ssl = tls::current() as u64;
     if ret >= 0 {
         r.local = first_udp_local(fd);
     }
+    if dest.is_some() && (ret >= 0 || errno == libc::EINPROGRESS) && r.local.is_none() {
+        // A TCP send that names a destination (MSG_FASTOPEN) connects: the port the kernel
+        // chose is asked once, as connect does.
+        r.local = first_tcp_local(fd);
+    }
     recorder::emit(&r, ret.max(0) as usize, data);
 }
 
-/// A receive call on `fd` that asked for `requested` bytes returned `ret` (with `errno` when
-/// negative); `data` are the bytes it filled and `src` the sender it reported.
+/// A receive call on `fd` with MSG_* `flags` that asked for `requested` bytes returned `ret`
+/// (with `errno` when negative); `data` are the bytes it filled and `src` the sender it reported.
 pub fn on_receive_result(
     fd: i32,
     ret: isize,
     requested: usize,
     errno: i32,
+    flags: i32,
     data: &dyn Payload,
     src: Option<SocketAddr>,
 ) {
@@ -252,6 +274,7 @@ pub fn on_receive_result(
     r.ret = ret as i64;
     r.errno = errno;
     r.arg0 = requested as i64;
+    r.arg1 = flags as i64;
     r.addr = src;
     r.ssl = tls::current() as u64;
     if ret >= 0 {
@@ -263,7 +286,7 @@ pub fn on_receive_result(
 
 /// An I/O call on `fd` failed with `errno` (a pending connect may have been refused).
 pub fn on_io_error(fd: i32, errno: i32) {
-    on_send_result(fd, -1, errno, &NOTHING, None);
+    on_send_result(fd, -1, errno, 0, &NOTHING, None);
 }
 
 /// An SSL call on object `ssl` found its descriptor with `SSL_get_fd` (or NSPR's native handle).

@@ -27,7 +27,8 @@ pub enum Kind {
     Exit = 5,
     /// `socket()` returned `ret`, an IPv4/IPv6 socket of type `arg1` whose inode is `arg0`.
     Socket = 10,
-    /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one.
+    /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one; `arg0`
+    /// the caller's address family (AF_UNSPEC: the association is dissolved; -1: unreadable).
     Connect = 11,
     /// `bind(fd, local)` succeeded.
     Bind = 12,
@@ -49,10 +50,13 @@ pub enum Kind {
     /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` gave `arg0`.
     SoError = 20,
     /// A send call on `fd` returned `ret` (with `errno`); `data` is what the kernel took, `addr`
-    /// the destination the caller named.
+    /// the destination the caller named, `arg1` the call's MSG_* flags (MSG_OOB: the last byte
+    /// is urgent; MSG_FASTOPEN), `local` the local address when the send connected the socket.
     Send = 21,
     /// A receive call on `fd` asked for `arg0` bytes and returned `ret` (with `errno`); `data`
-    /// is what it filled, `addr` the sender it reported.
+    /// is what it filled, `addr` the sender it reported, `arg1` the call's MSG_* flags. On a
+    /// stream socket with MSG_TRUNC, `ret` bytes were discarded unread and `data` is empty;
+    /// with MSG_OOB, `data` is the urgent byte. MSG_PEEK and MSG_ERRQUEUE calls are not recorded.
     Recv = 22,
     /// Sockets arrived in an SCM_RIGHTS message on `fd`: `data` is (number as i64, socket inode
     /// as u64) pairs, native-endian.

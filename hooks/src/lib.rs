@@ -93,6 +93,45 @@ fn ret_len(ret: ssize_t) -> usize {
     ret.max(0) as usize
 }
 
+/// Whether a connect that failed with `errno` had copied its address from the caller first.
+/// The kernel copies the address before anything else and fails with EFAULT (bad pointer) or
+/// EINVAL (bad length) when it cannot; the errors listed here all come later, from the protocol,
+/// so the caller's memory is known to be readable. Anything else: the address is not touched.
+fn address_was_read(errno: c_int) -> bool {
+    matches!(
+        errno,
+        libc::EINPROGRESS
+            | libc::EINTR
+            | libc::EALREADY
+            | libc::EISCONN
+            | libc::ECONNREFUSED
+            | libc::ETIMEDOUT
+            | libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::ECONNRESET
+            | libc::EADDRNOTAVAIL
+            | libc::EAGAIN
+    )
+}
+
+/// The address family at `addr` (-1 when there is none).
+///
+/// # Safety
+/// `addr` is null or valid for `len` bytes.
+unsafe fn family_of(addr: *const sockaddr, len: socklen_t) -> c_int {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+        return -1;
+    }
+    // SAFETY: per the contract, at least the family field is readable.
+    c_int::from(unsafe { std::ptr::read_unaligned(addr as *const libc::sa_family_t) })
+}
+
+/// The total length of `iov`, saturating as the kernel's own limit check would refuse.
+fn iov_total(iov: &[iovec]) -> usize {
+    iov.iter()
+        .fold(0usize, |sum, v| sum.saturating_add(v.iov_len))
+}
+
 /// An iovec array as a slice.
 ///
 /// # Safety
@@ -113,10 +152,14 @@ mod openssl;
 // ---- constructor ----------------------------------------------------------------------------
 
 extern "C" fn on_load() {
+    // The program's `main` must start with the errno it would have untraced: dlsym and the
+    // recorder's set-up set it along the way.
+    let saved = sys::errno();
     let _ = std::panic::catch_unwind(process::init);
     // Resolved now: _exit may be called where dlsym cannot run (a thread without thread-locals).
     REAL_UNDERSCORE_EXIT.get();
     REAL_UNDERSCORE_CAPITAL_EXIT.get();
+    sys::set_errno(saved);
 }
 
 #[used]
@@ -139,9 +182,13 @@ hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t)
     let ret = unsafe { real(fd, addr, len) };
     if events::is_tracked(fd) {
         let errno = sys::errno();
-        // SAFETY: the caller passed `addr` valid for `len` bytes to connect.
-        let remote = unsafe { addr_in(addr, len) };
-        record(|| events::on_connect(fd, remote, ret, errno));
+        let (family, remote) = if ret == 0 || address_was_read(errno) {
+            // SAFETY: the kernel read `len` bytes at `addr` for this call without a fault.
+            unsafe { (family_of(addr, len), addr_in(addr, len)) }
+        } else {
+            (-1, None)
+        };
+        record(|| events::on_connect(fd, family, remote, ret, errno));
     }
     ret
 });
@@ -220,7 +267,7 @@ hook!(REAL_WRITE, fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
         let errno = sys::errno();
         // SAFETY: the kernel read `ret` bytes from `buf`.
         let data = unsafe { bytes(buf, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, &data, None));
+        record(|| events::on_send_result(fd, ret, errno, 0, &data, None));
     }
     ret
 });
@@ -232,7 +279,7 @@ hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
         let errno = sys::errno();
         // SAFETY: the kernel read `ret` bytes from `buf`.
         let data = unsafe { bytes(buf, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, &data, None));
+        record(|| events::on_send_result(fd, ret, errno, flags, &data, None));
     }
     ret
 });
@@ -242,9 +289,17 @@ hook!(REAL_SENDTO, fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: 
     let ret = unsafe { real(fd, buf, len, flags, addr, alen) };
     if events::is_tracked(fd) {
         let errno = sys::errno();
-        // SAFETY: the kernel read `ret` bytes from `buf` and `alen` bytes from `addr`.
-        let (data, dest) = unsafe { (bytes(buf, ret_len(ret)), addr_in(addr, alen)) };
-        record(|| events::on_send_result(fd, ret, errno, &data, dest));
+        // A destination is read only when the kernel took it: on success, or a Fast Open send
+        // that started connecting (EINPROGRESS); a failed call may have faulted on it.
+        let dest = if ret >= 0 || errno == libc::EINPROGRESS {
+            // SAFETY: the kernel copied `alen` bytes from `addr` for this call.
+            unsafe { addr_in(addr, alen) }
+        } else {
+            None
+        };
+        // SAFETY: the kernel read `ret` bytes from `buf`.
+        let data = unsafe { bytes(buf, ret_len(ret)) };
+        record(|| events::on_send_result(fd, ret, errno, flags, &data, dest));
     }
     ret
 });
@@ -254,9 +309,11 @@ hook!(REAL_WRITEV, fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t,
     let ret = unsafe { real(fd, iov, n) };
     if events::is_tracked(fd) {
         let errno = sys::errno();
-        // SAFETY: the kernel read `n` iovecs and `ret` bytes through them.
-        let data = IoVecs { iov: unsafe { iovecs(iov, n.max(0) as usize) }, total: ret_len(ret) };
-        record(|| events::on_send_result(fd, ret, errno, &data, None));
+        // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
+        let count = if ret >= 0 { n.max(0) as usize } else { 0 };
+        // SAFETY: the kernel read `count` iovecs and `ret` bytes through them.
+        let data = IoVecs { iov: unsafe { iovecs(iov, count) }, total: ret_len(ret) };
+        record(|| events::on_send_result(fd, ret, errno, 0, &data, None));
     }
     ret
 });
@@ -279,24 +336,29 @@ unsafe fn message<'a>(msg: &'a msghdr, sent: usize) -> (IoVecs<'a>, Option<Socke
 }
 
 hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, |real| {
-    if !msg.is_null() {
-        // SAFETY: the caller's msghdr, about to be sent; only its control data is read.
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, msg, flags) };
+    // The caller's message is read only after the kernel accepted it: before, or after a
+    // failure, it may be unreadable (the kernel's EFAULT must not become our SIGSEGV).
+    if ret >= 0 && !msg.is_null() {
+        let errno = sys::errno();
+        // SAFETY: sendmsg just read `*msg`, its control data and `ret` bytes of its iovecs.
         let m = unsafe { &*msg };
         if !m.msg_control.is_null() && m.msg_controllen > 0 {
-            // SAFETY: the caller passed msg_controllen bytes of control data.
+            // SAFETY: as above.
             let fds = unsafe { passed_fds(m) };
             if !fds.is_empty() {
                 record(|| events::on_passed_fds(fd, &fds));
             }
         }
-    }
-    // SAFETY: forwarding the caller's arguments unchanged.
-    let ret = unsafe { real(fd, msg, flags) };
-    if events::is_tracked(fd) && !msg.is_null() {
+        if events::is_tracked(fd) {
+            // SAFETY: as above.
+            let (data, dest) = unsafe { message(m, ret_len(ret)) };
+            record(|| events::on_send_result(fd, ret, errno, flags, &data, dest));
+        }
+    } else if ret < 0 && events::is_tracked(fd) {
         let errno = sys::errno();
-        // SAFETY: sendmsg just used `*msg`.
-        let (data, dest) = unsafe { message(&*msg, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, &data, dest));
+        record(|| events::on_send_result(fd, ret, errno, flags, &events::NOTHING, None));
     }
     ret
 });
@@ -311,7 +373,7 @@ hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
             let m = unsafe { &*msgs.add(i) };
             // SAFETY: as above.
             let (data, dest) = unsafe { message(&m.msg_hdr, m.msg_len as usize) };
-            record(|| events::on_send_result(fd, m.msg_len as isize, errno, &data, dest));
+            record(|| events::on_send_result(fd, m.msg_len as isize, errno, flags, &data, dest));
         }
         if ret < 0 {
             record(|| events::on_io_error(fd, errno));
@@ -375,21 +437,37 @@ unsafe fn receive(
         direct()
     };
     let errno = sys::errno();
-    if flags & libc::MSG_PEEK != 0 {
+    if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
+        // A peek moves nothing; the error queue holds the kernel's notes about sent packets
+        // (timestamps, copies of sent bytes), not bytes from the peer.
         return ret;
     }
-    // SAFETY: the kernel filled min(ret, len) bytes of `buf` (a truncated datagram reports more).
-    let data = unsafe { bytes(buf, ret_len(ret).min(len)) };
-    // SAFETY: the kernel wrote the sender through whichever address buffer was passed.
-    let src = unsafe {
-        if substitute {
-            addr_out(&own as *const _ as *const sockaddr, &own_len)
-        } else {
-            addr_out(addr, alen)
-        }
+    // SAFETY: the kernel filled this many bytes of `buf`: see `filled`.
+    let data = unsafe { bytes(buf, filled(ret, len, flags, events::is_datagram(fd))) };
+    // The sender is read only after a success: after a failure the caller's `alen` may be the
+    // very pointer the kernel refused.
+    let src = if ret < 0 {
+        None
+    } else if substitute {
+        // SAFETY: our own buffer, which the kernel filled.
+        unsafe { addr_out(&own as *const _ as *const sockaddr, &own_len) }
+    } else {
+        // SAFETY: the call succeeded, so `addr`/`alen` are null or were written by the kernel.
+        unsafe { addr_out(addr, alen) }
     };
-    record(|| events::on_receive_result(fd, ret, len, errno, &data, src));
+    record(|| events::on_receive_result(fd, ret, len, errno, flags, &data, src));
     ret
+}
+
+/// How many bytes of the caller's buffer (of `len` bytes) a receive that returned `ret` filled.
+/// A truncated datagram (MSG_TRUNC) reports its whole length but fills only the buffer; on a
+/// stream socket MSG_TRUNC discards `ret` bytes and fills nothing at all (tcp(7)), so nothing
+/// of the buffer is the peer's.
+fn filled(ret: ssize_t, len: usize, flags: c_int, datagram: bool) -> usize {
+    if flags & libc::MSG_TRUNC != 0 && !datagram {
+        return 0;
+    }
+    ret_len(ret).min(len)
 }
 
 hook!(REAL_READ, fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t, |real| {
@@ -420,17 +498,19 @@ hook!(REAL_RECVFROM, fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags
 });
 
 hook!(REAL_READ_CHK, fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t, |real| {
-    if !events::is_tracked(fd) {
+    // Fortify's check first: the real __read_chk aborts ("buffer overflow detected") as the
+    // program was built to; `receive` may call plain recvfrom, which would overflow instead.
+    if count > buflen || !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, count, buflen) };
     }
-    // SAFETY: forwarding the caller's arguments; see `receive`. The fortify check stays with the
-    // real __read_chk whenever it is the one called.
+    // SAFETY: forwarding the caller's arguments; see `receive`.
     unsafe { receive(fd, buf, count, 0, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, count, buflen)) }
 });
 
 hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t, |real| {
-    if !events::is_tracked(fd) {
+    // Fortify's check first (see __read_chk).
+    if len > buflen || !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags) };
     }
@@ -439,7 +519,8 @@ hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buf
 });
 
 hook!(REAL_RECVFROM_CHK, fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
-    if !events::is_tracked(fd) {
+    // Fortify's check first (see __read_chk).
+    if len > buflen || !events::is_tracked(fd) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(fd, buf, len, buflen, flags, addr, alen) };
     }
@@ -452,11 +533,12 @@ hook!(REAL_READV, fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, |
     let ret = unsafe { real(fd, iov, n) };
     if events::is_tracked(fd) {
         let errno = sys::errno();
-        // SAFETY: the kernel filled `ret` bytes through the `n` iovecs.
-        let iov = unsafe { iovecs(iov, n.max(0) as usize) };
-        let requested = iov.iter().map(|v| v.iov_len).sum();
+        // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
+        let count = if ret >= 0 { n.max(0) as usize } else { 0 };
+        // SAFETY: the kernel read `count` iovecs and filled `ret` bytes through them.
+        let iov = unsafe { iovecs(iov, count) };
         let data = IoVecs { iov, total: ret_len(ret) };
-        record(|| events::on_receive_result(fd, ret, requested, errno, &data, None));
+        record(|| events::on_receive_result(fd, ret, iov_total(iov), errno, 0, &data, None));
     }
     ret
 });
@@ -466,19 +548,20 @@ hook!(REAL_READV, fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, |
 /// # Safety
 /// `msg` is a valid msghdr the kernel just filled.
 unsafe fn record_message(fd: c_int, msg: &msghdr, got: ssize_t, errno: c_int, flags: c_int) {
-    if flags & libc::MSG_PEEK != 0 {
+    if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
+        // See `receive`: nothing moved, or nothing from the peer.
         return;
     }
     // SAFETY: per the contract.
     let iov = unsafe { iovecs(msg.msg_iov, msg.msg_iovlen) };
-    let requested: usize = iov.iter().map(|v| v.iov_len).sum();
+    let requested = iov_total(iov);
     let data = IoVecs {
         iov,
-        total: ret_len(got).min(requested),
+        total: filled(got, requested, flags, events::is_datagram(fd)),
     };
     // SAFETY: per the contract; the kernel set msg_namelen.
     let src = unsafe { addr_in(msg.msg_name as *const sockaddr, msg.msg_namelen) };
-    record(|| events::on_receive_result(fd, got, requested, errno, &data, src));
+    record(|| events::on_receive_result(fd, got, requested, errno, flags, &data, src));
 }
 
 /// Descriptors received in SCM_RIGHTS control messages.
@@ -529,55 +612,35 @@ impl std::ops::Deref for PassedFds {
 }
 
 hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t, |real| {
-    if msg.is_null() {
-        // SAFETY: forwarding the caller's arguments unchanged.
-        return unsafe { real(fd, msg, flags) };
-    }
-    if !events::is_tracked(fd) {
-        // A unix socket may carry internet sockets from another process (SCM_RIGHTS).
-        // SAFETY: forwarding the caller's arguments unchanged.
-        let ret = unsafe { real(fd, msg, flags) };
-        // SAFETY: `msg` is the caller's valid msghdr, just filled by recvmsg.
-        let m = unsafe { &*msg };
-        if ret >= 0 && !m.msg_control.is_null() && m.msg_controllen > 0 {
-            // SAFETY: the kernel filled msg_controllen bytes of control data.
-            let fds = unsafe { passed_fds(m) };
-            if !fds.is_empty() {
-                record(|| events::on_received_fds(fd, &fds));
-            }
+    // The caller's message is neither read nor changed before the call: it may be unreadable,
+    // and the kernel's EFAULT must stay an EFAULT. So a datagram's sender is known only when
+    // the caller asked for it (the collector falls back on the socket's peer or last
+    // destination); recv, recvfrom and read lend their own address buffer instead.
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, msg, flags) };
+    if ret < 0 || msg.is_null() {
+        if events::is_tracked(fd) {
+            let errno = sys::errno();
+            record(|| events::on_receive_result(fd, ret, 0, errno, flags, &events::NOTHING, None));
         }
         return ret;
     }
-    // On a datagram socket the sender is wanted even when the caller did not ask: lend the call
-    // our own address buffer and put the caller's (null) name back afterwards, as the kernel
-    // leaves it.
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut own: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // SAFETY: `msg` is the caller's valid msghdr.
-    let m = unsafe { &mut *msg };
-    let substitute = m.msg_name.is_null() && events::is_datagram(fd);
-    let saved_len = m.msg_namelen;
-    if substitute {
-        m.msg_name = &mut own as *mut _ as *mut c_void;
-        m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    }
-    // SAFETY: forwarding the caller's msghdr (with at most the name buffer lent).
-    let ret = unsafe { real(fd, msg, flags) };
     let errno = sys::errno();
-    // SAFETY: recvmsg just filled `*msg`.
-    unsafe { record_message(fd, m, ret, errno, flags) };
-    if ret >= 0 && !m.msg_control.is_null() {
+    // SAFETY: recvmsg succeeded, so it read `*msg` and wrote its name, length, control data
+    // and `ret` bytes through its iovecs.
+    let m = unsafe { &*msg };
+    if events::is_tracked(fd) {
+        // SAFETY: as above.
+        unsafe { record_message(fd, m, ret, errno, flags) };
+    }
+    // A unix socket may carry internet sockets from another process (SCM_RIGHTS).
+    if !m.msg_control.is_null() && m.msg_controllen > 0 {
         // SAFETY: the kernel filled msg_controllen bytes of control data.
         let fds = unsafe { passed_fds(m) };
         if !fds.is_empty() {
             record(|| events::on_received_fds(fd, &fds));
         }
     }
-    if substitute {
-        m.msg_name = std::ptr::null_mut();
-        m.msg_namelen = saved_len;
-    }
-    sys::set_errno(errno);
     ret
 });
 
@@ -593,7 +656,7 @@ hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
             unsafe { record_message(fd, &m.msg_hdr, m.msg_len as ssize_t, errno, flags) };
         }
         if ret < 0 {
-            record(|| events::on_io_error(fd, errno));
+            record(|| events::on_receive_result(fd, -1, 0, errno, flags, &events::NOTHING, None));
         }
     }
     ret
@@ -672,17 +735,20 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
     }
 }
 
-/// The file offset a sendfile starts at: `*offset` when given, else the file's own offset.
+/// The file offset a sendfile that sent `sent` bytes started at, asked after the call: the
+/// kernel has advanced `*offset` (when given) or the file's own offset by `sent`. Before the
+/// call `offset` might be unreadable, and the kernel's EFAULT must not become our SIGSEGV.
 ///
 /// # Safety
-/// `offset` is null or valid.
-unsafe fn sendfile_start(in_fd: c_int, offset: *const libc::off_t) -> Option<i64> {
-    if offset.is_null() {
-        sys::tell(in_fd).ok()
+/// `offset` is null or was just written by a successful sendfile.
+unsafe fn sendfile_start(in_fd: c_int, offset: *const libc::off_t, sent: i64) -> Option<i64> {
+    let end = if offset.is_null() {
+        sys::tell(in_fd).ok()?
     } else {
         // SAFETY: per the contract.
-        Some(unsafe { *offset })
-    }
+        unsafe { *offset }
+    };
+    end.checked_sub(sent)
 }
 
 type SendfileFn = unsafe extern "C" fn(c_int, c_int, *mut libc::off_t, size_t) -> ssize_t;
@@ -702,12 +768,15 @@ unsafe fn traced_sendfile(
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(out, in_fd, offset, count) };
     }
-    // SAFETY: the caller's `offset` is null or valid.
-    let start = unsafe { sendfile_start(in_fd, offset) };
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(out, in_fd, offset, count) };
-    if let (true, Some(start)) = (ret > 0, start) {
-        record(|| events::on_sendfile(out, in_fd, start, ret as usize));
+    if ret > 0 {
+        let errno = sys::errno();
+        // SAFETY: sendfile succeeded: `offset` is null or the kernel just wrote it.
+        if let Some(start) = unsafe { sendfile_start(in_fd, offset, ret as i64) } {
+            record(|| events::on_sendfile(out, in_fd, start, ret as usize));
+        }
+        sys::set_errno(errno);
     }
     ret
 }
