@@ -5,6 +5,7 @@ mod support;
 
 pub mod capture_basics;
 pub mod descriptors;
+pub mod exactness;
 mod filter;
 mod isolation;
 mod tls;
