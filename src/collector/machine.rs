@@ -102,8 +102,12 @@ pub struct Machine<K: Kernel> {
     free: Vec<ConnId>,
     by_inode: HashMap<u64, ConnId>,
     ssl: HashMap<(i32, u64), i32>,
-    /// Sockets inside SCM_RIGHTS messages not yet received, by inode: each holds its connection.
-    in_flight: HashMap<u64, u32>,
+    /// Sockets inside SCM_RIGHTS messages, by inode. Positive: messages sent and not yet
+    /// received, each holding its connection. Negative: arrivals recorded before the message's
+    /// Passed record (the sender records after its sendmsg returns, when the caller's message is
+    /// known to be readable, so a quick receiver can stamp first); each is an arrival that
+    /// already took its own hold, and the late Passed record adds none.
+    in_flight: HashMap<u64, i64>,
     isn: u64,
 }
 
@@ -231,12 +235,12 @@ impl<K: Kernel> Machine<K> {
                                 local: None,
                                 peer: None,
                             };
-                            self.adopt(pid, f, found, &mut emit);
+                            self.adopt(pid, f, found, true, &mut emit);
                             continue;
                         }
                     }
                     if let Some(found) = self.kernel.discover(pid, f) {
-                        self.adopt(pid, f, found, &mut emit);
+                        self.adopt(pid, f, found, true, &mut emit);
                     }
                 }
             }
@@ -250,8 +254,11 @@ impl<K: Kernel> Machine<K> {
                         continue;
                     };
                     if c.inode != 0 {
-                        c.holders += 1;
-                        *self.in_flight.entry(c.inode).or_default() += 1;
+                        let n = self.in_flight.entry(c.inode).or_default();
+                        if *n >= 0 {
+                            c.holders += 1;
+                        }
+                        *n += 1;
                     }
                 }
             }
@@ -413,6 +420,8 @@ impl<K: Kernel> Machine<K> {
         self.free.push(id);
         if inode != 0 && self.by_inode.get(&inode) == Some(&id) {
             self.by_inode.remove(&inode);
+            // Notes of early arrivals die with the socket: an inode reused later starts clean.
+            self.in_flight.remove(&inode);
         }
     }
 
@@ -480,12 +489,19 @@ impl<K: Kernel> Machine<K> {
                 list.push(r.fd);
             }
         }
-        self.adopt(r.pid, r.fd, found, emit);
+        self.adopt(r.pid, r.fd, found, false, emit);
     }
 
     /// Track a socket found from outside: the connection it belongs to if known, else a new one
-    /// with a synthesized handshake.
-    fn adopt(&mut self, pid: i32, fd: i32, found: Found, emit: &mut dyn FnMut(&[u8])) {
+    /// with a synthesized handshake. `received`: it arrived in an SCM_RIGHTS message.
+    fn adopt(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        found: Found,
+        received: bool,
+        emit: &mut dyn FnMut(&[u8]),
+    ) {
         if let Some(id) = self.conn_id(pid, fd) {
             if self.conns[id]
                 .as_ref()
@@ -496,13 +512,20 @@ impl<K: Kernel> Machine<K> {
         }
         if let Some(&id) = self.by_inode.get(&found.inode) {
             self.untrack(pid, fd, emit);
-            // Arriving from an SCM_RIGHTS message, it takes over the hold the message had.
+            // Arriving from an SCM_RIGHTS message, it takes over the hold the message had; if
+            // the message's Passed record is still to come, it takes a hold of its own and
+            // leaves that record a note (see `in_flight`).
             let carried = match self.in_flight.get_mut(&found.inode) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
                     true
                 }
-                _ => false,
+                _ => {
+                    if received {
+                        *self.in_flight.entry(found.inode).or_default() -= 1;
+                    }
+                    false
+                }
             };
             if let Some(Some(c)) = self.conns.get_mut(id) {
                 if !carried {
@@ -1038,6 +1061,33 @@ mod tests {
             "the receiver's bytes, same stream"
         );
         assert_eq!(p[5].0, 11, "the FIN when the receiver closes");
+    }
+
+    #[test]
+    fn a_socket_received_before_its_passed_record_is_held_once() {
+        // The receiver (pid 11) stamps its Received before the sender's Passed (recorded after
+        // sendmsg returned). The sender's close must not end the stream; the receiver's must.
+        let mut passed = rec(Kind::Passed, 10, 5);
+        passed.data = &[3, 0, 0, 0];
+        let mut received = rec(Kind::Received, 11, 6);
+        received.data = &[4, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        let p = run(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                received,
+                passed,
+                rec(Kind::Close, 10, 3),
+                send(11, 4, b"two"),
+                rec(Kind::Close, 11, 4),
+                rec(Kind::Exit, 10, -1),
+                rec(Kind::Exit, 11, -1),
+            ],
+        );
+        assert_eq!(flags(&p), ["S", "S", "", "", "F"]);
+        assert_eq!((p[3].0, p[3].2), (11, 3), "the receiver's bytes, same stream");
+        assert_eq!(p[4].0, 11, "the FIN when the receiver closes, once");
     }
 
     #[test]
