@@ -191,19 +191,44 @@ pub fn on_passed_fds(fd: i32, fds: &[i32]) {
 }
 
 /// `sendfile` sent `sent` bytes of `in_fd` starting at `offset` to the socket `out`: the bytes
-/// are read back with pread, which leaves the file's offset alone.
+/// are read back with pread (which leaves the file's offset alone) straight into the record,
+/// through a small buffer on the stack: no allocation in the program.
 pub fn on_sendfile(out: i32, in_fd: i32, offset: i64, sent: usize) {
-    let mut buf = vec![0u8; sent.min(1 << 16)];
-    let mut done = 0usize;
-    while done < sent {
-        let want = (sent - done).min(buf.len());
-        match sys::pread(in_fd, &mut buf[..want], offset + done as i64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                on_send_result(out, n as isize, 0, 0, &&buf[..n], None);
-                done += n;
+    let file = FileBytes {
+        fd: in_fd,
+        offset,
+        len: sent,
+    };
+    on_send_result(out, sent as isize, 0, 0, &file, None);
+}
+
+/// `len` bytes of file `fd` from `offset`, read when the record is written.
+struct FileBytes {
+    fd: i32,
+    offset: i64,
+    len: usize,
+}
+
+impl Payload for FileBytes {
+    fn for_each_piece(&self, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = [0u8; 4096];
+        let mut done = 0usize;
+        while done < self.len {
+            let want = (self.len - done).min(buf.len());
+            match sys::pread(self.fd, &mut buf[..want], self.offset + done as i64) {
+                // The file shrank since the kernel sent it: the record keeps the length the
+                // kernel reported, its missing tail zero (recorder::emit).
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    f(&buf[..n]);
+                    done += n;
+                }
             }
         }
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 

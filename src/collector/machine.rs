@@ -1086,7 +1086,11 @@ mod tests {
             ],
         );
         assert_eq!(flags(&p), ["S", "S", "", "", "F"]);
-        assert_eq!((p[3].0, p[3].2), (11, 3), "the receiver's bytes, same stream");
+        assert_eq!(
+            (p[3].0, p[3].2),
+            (11, 3),
+            "the receiver's bytes, same stream"
+        );
         assert_eq!(p[4].0, 11, "the FIN when the receiver closes, once");
     }
 
