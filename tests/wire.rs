@@ -202,12 +202,13 @@ fn exchanged(file: &Path) -> Vec<(String, String)> {
 // 1. TCP Fast Open
 
 /// sendto(MSG_FASTOPEN) with no connect: without a cookie on a non-blocking socket (-1
-/// EINPROGRESS, the bytes sent after with send), with the cookie (data in the SYN), and
-/// blocking. Each connection is captured from the port the kernel chose, every byte each way.
+/// EINPROGRESS, the bytes sent after with send), with the cookie (data in the SYN), blocking,
+/// and blocking from a socket bound to the wildcard address. Each connection is captured from
+/// the address and port the kernel chose, every byte each way.
 #[test]
 fn fast_open_connections_are_captured_with_their_ports() {
     let s = Scenario::new("wire-tfo");
-    let out = s.traced(&format!("serve-echo {PORT} 3 tfo"), &format!("tfo {PORT}"));
+    let out = s.traced(&format!("serve-echo {PORT} 4 tfo"), &format!("tfo {PORT}"));
     assert!(
         out.contains("one: EINPROGRESS")
             && out.contains("two: sent")
@@ -215,7 +216,7 @@ fn fast_open_connections_are_captured_with_their_ports() {
         "the kernel took both Fast Open paths: {out}"
     );
     let cap = s.clean();
-    for msg in ["one", "two", "three"] {
+    for msg in ["one", "two", "three", "four"] {
         let (client, server) = (lo(port_after(&out, &format!("{msg}:"))), lo(PORT));
         let to = cap.tcp.get(&(client, server));
         let back = cap.tcp.get(&(server, client));
@@ -226,9 +227,9 @@ fn fast_open_connections_are_captured_with_their_ports() {
             cap.tcp.keys().collect::<Vec<_>>()
         );
     }
-    assert_eq!(cap.tcp.len(), 6, "three connections, nothing else");
+    assert_eq!(cap.tcp.len(), 8, "four connections, nothing else");
     // The kernel's own packets carry the same bytes (in the SYN itself with a cookie).
-    s.real(&format!("serve-echo {PORT} 3 tfo"), &format!("tfo {PORT}"));
+    s.real(&format!("serve-echo {PORT} 4 tfo"), &format!("tfo {PORT}"));
     assert_eq!(exchanged(&s.ours()), exchanged(&s.kernels()));
 }
 

@@ -265,13 +265,19 @@ static void probe(void)
 
 /* ---- clients (traced) ------------------------------------------------------------------- */
 
-/* Three Fast Open connections: non-blocking without a cookie (the SYN leaves without data,
- * EINPROGRESS), non-blocking with the cookie the first one got (data in the SYN), blocking. */
+/* Four Fast Open connections: non-blocking without a cookie (the SYN leaves without data,
+ * EINPROGRESS), non-blocking with the cookie the first one got (data in the SYN), blocking,
+ * and blocking from a socket bound to the wildcard address first. */
 static void tfo(void)
 {
-    const char *msgs[] = {"one", "two", "three"};
-    for (int i = 0; i < 3; i++) {
+    const char *msgs[] = {"one", "two", "three", "four"};
+    for (int i = 0; i < 4; i++) {
         int s = socket(AF_INET, SOCK_STREAM | (i < 2 ? SOCK_NONBLOCK : 0), 0);
+        if (i == 3) {
+            struct sockaddr_in any = {.sin_family = AF_INET};
+            if (bind(s, (struct sockaddr *)&any, sizeof any) != 0)
+                die("bind");
+        }
         socklen_t l;
         struct sockaddr_storage d = dest(AF_INET, NULL, &l);
         size_t n = strlen(msgs[i]);
