@@ -72,6 +72,10 @@ pub fn on_connect(fd: i32, family: i32, remote: Option<SocketAddr>, ret: i32, er
         // The port the kernel just chose: asked once per connection.
         r.local = sys::local_addr(fd);
         recorder::first_local(fd);
+    } else if errno == libc::ECONNREFUSED || errno == libc::ETIMEDOUT {
+        // A blocking connect whose SYN was refused or never answered: the kernel has reset
+        // the socket's address to the wildcard but still reports the port the SYN left from.
+        r.local = sys::local_addr(fd);
     }
     emit(&r);
 }
@@ -251,9 +255,11 @@ fn first_udp_local(fd: i32) -> Option<SocketAddr> {
         .flatten()
 }
 
-/// A TCP socket's local address after a send that connected it (Fast Open), asked once.
-fn first_tcp_local(fd: i32) -> Option<SocketAddr> {
-    (recorder::kind_of(fd) == kind::TCP && recorder::first_local(fd))
+/// A TCP socket's local address after a send with MSG_FASTOPEN, which connects it. Asked at
+/// each such send, not once per socket: a `bind` before it has already used the once (and a
+/// Fast Open send on a connected socket fails with EISCONN, so each success is a connect).
+fn fast_open_local(fd: i32, flags: i32) -> Option<SocketAddr> {
+    (recorder::kind_of(fd) == kind::TCP && flags & libc::MSG_FASTOPEN != 0)
         .then(|| sys::local_addr(fd))
         .flatten()
 }
@@ -277,9 +283,8 @@ pub fn on_send_result(
         r.local = first_udp_local(fd);
     }
     if dest.is_some() && (ret >= 0 || errno == libc::EINPROGRESS) && r.local.is_none() {
-        // A TCP send that names a destination (MSG_FASTOPEN) connects: the port the kernel
-        // chose is asked once, as connect does.
-        r.local = first_tcp_local(fd);
+        // A TCP send with MSG_FASTOPEN connects: the port the kernel chose.
+        r.local = fast_open_local(fd, flags);
     }
     recorder::emit(&r, ret.max(0) as usize, data);
 }

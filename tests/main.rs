@@ -9,3 +9,4 @@ pub mod exactness;
 mod filter;
 mod isolation;
 mod tls;
+mod wire;

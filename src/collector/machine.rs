@@ -7,6 +7,7 @@
 //! moment, a route's source address) comes from a [`Kernel`], so unit tests script it.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use synth::{Side, TcpStream};
@@ -42,6 +43,24 @@ pub struct Origin {
     pub fd: i32,
     pub call: u16,
     pub ts_ns: u64,
+    /// What a reader should know about this packet that its headers cannot say.
+    pub note: Option<Note>,
+}
+
+/// A fact about one packet, for its pcapng comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// This ACK covers bytes the program discarded unread (a stream `recv` with MSG_TRUNC):
+    /// the gap before it is real, and what the bytes were is not known.
+    Discarded(u64),
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::Discarded(n) => write!(f, "{n} bytes discarded unread (MSG_TRUNC): not captured"),
+        }
+    }
 }
 
 /// Receives each synthesized packet.
@@ -61,6 +80,9 @@ struct Conn {
     proto: Proto,
     /// In `both` mode, the plaintext's parallel stream.
     mirror: Option<Box<TcpStream>>,
+    /// The address `bind` gave it, kept past a dissolved association (AF_UNSPEC) as the kernel
+    /// keeps it; a connection with no reported local address starts from it.
+    bound: Option<SocketAddr>,
 }
 
 enum Proto {
@@ -69,20 +91,28 @@ enum Proto {
 }
 
 enum Tcp {
+    /// Not connected: new, or after a failed or dissolved connection (the kernel lets such a
+    /// socket connect again).
     Fresh,
+    /// A SYN has left (EINPROGRESS, EINTR, or a Fast Open send without data); the outcome is
+    /// learnt from a later call.
     Connecting {
         remote: SocketAddr,
         local: Option<SocketAddr>,
+        /// The call that connected: its handshake is written in its name whichever call
+        /// settles it.
+        by: Origin,
     },
     Listening,
     Open(Box<TcpStream>),
-    Done,
 }
 
 #[derive(Default)]
 struct Udp {
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
+    /// Where the last `sendto` went: the likely sender of a reply received without a name.
+    last_dest: Option<SocketAddr>,
     scratch: Vec<u8>,
 }
 
@@ -134,6 +164,7 @@ impl<K: Kernel> Machine<K> {
             fd: r.fd,
             call: r.call,
             ts_ns: r.ts_ns,
+            note: None,
         };
         let mut emit = |b: &[u8]| out.packet(&origin, b);
         let pid = r.pid;
@@ -159,10 +190,13 @@ impl<K: Kernel> Machine<K> {
                 };
                 self.track(pid, r.ret as i32, r.arg0 as u64, proto, &mut emit);
             }
-            Kind::Connect => self.on_connect(r, &mut emit),
+            Kind::Connect => self.on_connect(r, &origin, out),
             Kind::Bind => {
-                if let Some(Proto::Udp(udp)) = self.proto(pid, fd) {
-                    udp.local = r.local.or(udp.local);
+                if let Some(c) = self.conn(pid, fd) {
+                    c.bound = r.local.or(c.bound);
+                    if let Proto::Udp(udp) = &mut c.proto {
+                        udp.local = r.local.or(udp.local);
+                    }
                 }
             }
             Kind::Listen => {
@@ -207,12 +241,14 @@ impl<K: Kernel> Machine<K> {
             }
             Kind::SoError => {
                 if let Some(c) = self.conn_id(pid, fd) {
-                    let failed = (r.arg0 != 0).then_some(r.arg0 as i32);
-                    self.settle(c, failed, &mut emit);
+                    match r.arg0 as i32 {
+                        0 => self.settle(c, None, &origin, out),
+                        errno => self.failed(c, errno, &origin, out),
+                    }
                 }
             }
-            Kind::Send => self.on_send(r, &mut emit),
-            Kind::Recv => self.on_recv(r, &mut emit),
+            Kind::Send => self.on_send(r, &origin, out),
+            Kind::Recv => self.on_recv(r, &origin, out),
             Kind::Received => {
                 // (descriptor, socket inode) pairs: a socket this run already follows is taken
                 // over by its inode at once; another is looked up from outside (which a
@@ -272,7 +308,7 @@ impl<K: Kernel> Machine<K> {
                     }
                 }
             }
-            Kind::TlsData => self.on_tls_data(r, &mut emit),
+            Kind::TlsData => self.on_tls_data(r, &origin, out),
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;
@@ -303,6 +339,7 @@ impl<K: Kernel> Machine<K> {
                 fd: -1,
                 call: 0,
                 ts_ns: 0,
+                note: None,
             };
             self.on_exit(pid, &mut |b: &[u8]| out.packet(&origin, b));
         }
@@ -316,6 +353,7 @@ impl<K: Kernel> Machine<K> {
             fd: -1,
             call: 0,
             ts_ns,
+            note: None,
         };
         self.on_exit(pid, &mut |b: &[u8]| out.packet(&origin, b));
     }
@@ -380,6 +418,7 @@ impl<K: Kernel> Machine<K> {
             tls: false,
             proto,
             mirror: None,
+            bound: None,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -539,6 +578,7 @@ impl<K: Kernel> Machine<K> {
             let udp = Udp {
                 local: found.local,
                 peer: found.peer,
+                last_dest: None,
                 scratch: Vec::new(),
             };
             self.track(pid, fd, found.inode, Proto::Udp(udp), emit);
@@ -590,7 +630,7 @@ impl<K: Kernel> Machine<K> {
         client: Side,
         emit: &mut dyn FnMut(&[u8]),
     ) {
-        let local = local.unwrap_or_else(|| unspecified_like(remote));
+        let local = self.local_towards(id, local, remote);
         let (a, b) = (self.next_isn(), self.next_isn());
         let mut stream = Box::new(TcpStream::new(local, remote, a, b));
         stream.open(client, emit);
@@ -599,6 +639,33 @@ impl<K: Kernel> Machine<K> {
         }
     }
 
+    /// The local end of connection `id` towards `remote`, never 0.0.0.0 or `::` and never port
+    /// 0: what the kernel reported or `bind` gave, with a wildcard address (a blocking connect's
+    /// failure resets it; a socket bound to the wildcard) replaced by the source the kernel
+    /// routes from, and a port the kernel released replaced by a stand-in ephemeral one.
+    fn local_towards(
+        &mut self,
+        id: ConnId,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> SocketAddr {
+        let bound = self
+            .conns
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.bound);
+        let known = [local, bound].into_iter().flatten();
+        let port = known.clone().map(|a| a.port()).find(|&p| p != 0);
+        let ip = known.map(|a| a.ip()).find(|ip| !ip.is_unspecified());
+        let ip = match ip {
+            Some(ip) => ip,
+            None => self.source_for(local.or(bound), remote),
+        };
+        let port = port.unwrap_or_else(|| 32768 + (self.next_isn() as u16) % 28232);
+        SocketAddr::new(ip, port)
+    }
+
+    /// A connect the peer refused: SYN and RST. The socket may connect again.
     fn refused(
         &mut self,
         id: ConnId,
@@ -606,53 +673,113 @@ impl<K: Kernel> Machine<K> {
         remote: SocketAddr,
         emit: &mut dyn FnMut(&[u8]),
     ) {
-        let isn = self.next_isn();
-        let local = local.filter(|a| a.port() != 0).unwrap_or_else(|| {
-            // A stand-in port for a refused connect whose autobound port the kernel released.
-            let ip = self.source_for(None, remote);
-            SocketAddr::new(ip, 32768 + (isn as u16) % 28232)
-        });
-        let mut stream = TcpStream::new(local, remote, isn, 0);
+        let local = self.local_towards(id, local, remote);
+        let mut stream = TcpStream::new(local, remote, self.next_isn(), 0);
         stream.refused(emit);
         if let Some(Some(c)) = self.conns.get_mut(id) {
-            c.proto = Proto::Tcp(Tcp::Done);
+            c.proto = Proto::Tcp(Tcp::Fresh);
         }
     }
 
-    fn on_connect(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
+    /// A connect nobody answered (timed out, or an ICMP error ended it): its SYN alone. The
+    /// socket may connect again.
+    fn unanswered(
+        &mut self,
+        id: ConnId,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        emit: &mut dyn FnMut(&[u8]),
+    ) {
+        let local = self.local_towards(id, local, remote);
+        let mut stream = TcpStream::new(local, remote, self.next_isn(), 0);
+        stream.unanswered(emit);
+        if let Some(Some(c)) = self.conns.get_mut(id) {
+            c.proto = Proto::Tcp(Tcp::Fresh);
+        }
+    }
+
+    fn on_connect(&mut self, r: &Record, origin: &Origin, out: &mut dyn PacketSink) {
         let Some(id) = self.conn_id(r.pid, r.fd) else {
             return;
         };
+        if r.arg0 == i64::from(libc::AF_UNSPEC) {
+            if r.ret == 0 {
+                self.dissolve(id, origin, out);
+            }
+            return;
+        }
         let Some(c) = self.conns[id].as_mut() else {
             return;
         };
-        match &mut c.proto {
-            Proto::Tcp(tcp) => {
-                let Some(remote) = r.addr else { return };
-                let fresh = matches!(tcp, Tcp::Fresh | Tcp::Connecting { .. });
-                let pending_local = match tcp {
-                    Tcp::Connecting { local, .. } => *local,
-                    _ => None,
-                };
-                let local = r.local.or(pending_local);
-                match (r.ret, r.errno) {
-                    (0, _) if fresh => self.open_tcp(id, local, remote, Side::Local, emit),
-                    (_, libc::EISCONN) if matches!(tcp, Tcp::Connecting { .. }) => {
-                        self.open_tcp(id, local, remote, Side::Local, emit)
-                    }
-                    (_, libc::EINPROGRESS) if matches!(tcp, Tcp::Fresh) => {
-                        *tcp = Tcp::Connecting { remote, local }
-                    }
-                    (_, libc::ECONNREFUSED) if fresh => self.refused(id, local, remote, emit),
-                    _ => {}
-                }
-            }
+        let tcp = match &mut c.proto {
+            Proto::Tcp(tcp) => tcp,
             Proto::Udp(udp) => {
                 if r.ret == 0 {
-                    // AF_UNSPEC dissolves the association; `addr` is then None.
                     udp.peer = r.addr;
                     udp.local = r.local.or(udp.local);
                 }
+                return;
+            }
+        };
+        if let Tcp::Connecting { .. } = tcp {
+            // Asked again while its SYN is out: 0 or EISCONN once it connected (the first
+            // connect after that gives 0), EALREADY while pending, or how it failed.
+            match (r.ret, r.errno) {
+                (0, _) | (_, libc::EISCONN) => self.settle(id, None, origin, out),
+                (_, e) if connect_failure(e) => self.settle(id, Some(e), origin, out),
+                _ => {}
+            }
+            return;
+        }
+        let (Tcp::Fresh, Some(remote)) = (&tcp, r.addr) else {
+            return;
+        };
+        let mut emit = |b: &[u8]| out.packet(origin, b);
+        match (r.ret, r.errno) {
+            (0, _) => self.open_tcp(id, r.local, remote, Side::Local, &mut emit),
+            // The SYN has left and the handshake goes on in the background: a non-blocking
+            // connect, or a blocking one a signal interrupted.
+            (_, libc::EINPROGRESS | libc::EINTR) => {
+                *tcp = Tcp::Connecting {
+                    remote,
+                    local: r.local,
+                    by: *origin,
+                }
+            }
+            (_, libc::ECONNREFUSED) => self.refused(id, r.local, remote, &mut emit),
+            // A blocking connect whose SYN was never answered. (EHOSTUNREACH and ENETUNREACH
+            // may come before any SYN left: nothing is written for them.)
+            (_, libc::ETIMEDOUT) => self.unanswered(id, r.local, remote, &mut emit),
+            _ => {}
+        }
+    }
+
+    /// connect(AF_UNSPEC) succeeded: the association is dissolved. An open TCP connection is
+    /// reset, as the kernel does unless both sides had closed (`tcp_disconnect`); the socket
+    /// may then connect again, with a new port unless one was bound. A UDP socket forgets its
+    /// peer and, unless bound, its port.
+    fn dissolve(&mut self, id: ConnId, origin: &Origin, out: &mut dyn PacketSink) {
+        let Some(Some(c)) = self.conns.get_mut(id) else {
+            return;
+        };
+        let mut emit = |b: &[u8]| out.packet(origin, b);
+        let bound = c.bound;
+        match &mut c.proto {
+            Proto::Tcp(tcp) => {
+                if let Tcp::Open(stream) = tcp {
+                    if !(stream.fin_sent(Side::Local) && stream.fin_sent(Side::Remote)) {
+                        stream.reset(Side::Local, &mut emit);
+                    }
+                }
+                if let Some(mut twin) = c.mirror.take() {
+                    twin.reset(Side::Local, &mut emit);
+                }
+                *tcp = Tcp::Fresh;
+                c.tls = false;
+            }
+            Proto::Udp(udp) => {
+                udp.peer = None;
+                udp.local = bound;
             }
         }
     }
@@ -674,22 +801,58 @@ impl<K: Kernel> Machine<K> {
         self.open_tcp(id, Some(local), remote, Side::Remote, emit);
     }
 
-    /// A pending non-blocking connect: I/O succeeded (it connected), or a failure was reported.
-    fn settle(&mut self, id: ConnId, failed_with: Option<i32>, emit: &mut dyn FnMut(&[u8])) {
+    /// A pending connect's outcome, learnt from a later call (`origin`): it connected (`None`:
+    /// I/O succeeded or SO_ERROR was 0), or it failed with an errno. Its packets are written
+    /// in the name of the call that connected, stamped now, so the file stays in time order.
+    /// EINPROGRESS said the SYN had left, so even a failure writes it: with the peer's RST when
+    /// refused, alone when nothing answered; a reset after the handshake writes both.
+    fn settle(
+        &mut self,
+        id: ConnId,
+        failed_with: Option<i32>,
+        origin: &Origin,
+        out: &mut dyn PacketSink,
+    ) {
         let Some(Some(c)) = self.conns.get(id) else {
             return;
         };
-        let Proto::Tcp(Tcp::Connecting { remote, local }) = c.proto else {
+        let Proto::Tcp(Tcp::Connecting { remote, local, by }) = c.proto else {
             return;
         };
+        let handshake = Origin {
+            ts_ns: origin.ts_ns,
+            note: None,
+            ..by
+        };
+        let emit = &mut |b: &[u8]| out.packet(&handshake, b);
         match failed_with {
+            None => self.open_tcp(id, local, remote, Side::Local, emit),
             Some(libc::ECONNREFUSED) => self.refused(id, local, remote, emit),
-            Some(_) => {
+            Some(libc::ECONNRESET) => {
+                // Only an established connection is reset (a RST in SYN-SENT is a refusal).
+                self.open_tcp(id, local, remote, Side::Local, emit);
                 if let Some(Some(c)) = self.conns.get_mut(id) {
-                    c.proto = Proto::Tcp(Tcp::Done);
+                    c.reset(Side::Remote, &mut |b: &[u8]| out.packet(origin, b));
                 }
             }
-            None => self.open_tcp(id, local, remote, Side::Local, emit),
+            Some(_) => self.unanswered(id, local, remote, emit),
+        }
+    }
+
+    /// A call on connection `id` failed with `errno`: a pending connect may have failed, or
+    /// the peer reset an open connection (which then carries nothing more, not even a FIN).
+    fn failed(&mut self, id: ConnId, errno: i32, origin: &Origin, out: &mut dyn PacketSink) {
+        let Some(Some(c)) = self.conns.get_mut(id) else {
+            return;
+        };
+        match &mut c.proto {
+            Proto::Tcp(Tcp::Connecting { .. }) if connect_failure(errno) => {
+                self.settle(id, Some(errno), origin, out)
+            }
+            Proto::Tcp(Tcp::Open(_)) if errno == libc::ECONNRESET => {
+                c.reset(Side::Remote, &mut |b: &[u8]| out.packet(origin, b))
+            }
+            _ => {}
         }
     }
 
@@ -711,17 +874,32 @@ impl<K: Kernel> Machine<K> {
         c.tls && mode == Mode::Plain
     }
 
-    fn on_send(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
+    fn on_send(&mut self, r: &Record, origin: &Origin, out: &mut dyn PacketSink) {
         let Some(id) = self.conn_id(r.pid, r.fd) else {
             return;
         };
         if r.ret < 0 {
-            if r.errno == libc::ECONNREFUSED {
-                self.settle(id, Some(r.errno), emit);
+            match (r.errno, r.addr) {
+                // A Fast Open send on a non-blocking socket with no cookie yet: its SYN left
+                // without data, as a non-blocking connect's does, and nothing was sent.
+                (libc::EINPROGRESS, Some(remote)) => {
+                    if let Some(Some(Conn {
+                        proto: Proto::Tcp(tcp @ Tcp::Fresh),
+                        ..
+                    })) = self.conns.get_mut(id)
+                    {
+                        *tcp = Tcp::Connecting {
+                            remote,
+                            local: r.local,
+                            by: *origin,
+                        };
+                    }
+                }
+                (errno, _) => self.failed(id, errno, origin, out),
             }
             return;
         }
-        self.settle(id, None, emit);
+        self.settle(id, None, origin, out);
         if self.is_ciphertext(r, id) {
             return;
         }
@@ -729,9 +907,10 @@ impl<K: Kernel> Machine<K> {
             self.conns[id].as_ref().map(|c| &c.proto),
             Some(Proto::Tcp(Tcp::Fresh))
         );
+        let mut emit = |b: &[u8]| out.packet(origin, b);
         if let (true, Some(dest)) = (fresh, r.addr) {
             // sendto/sendmsg with MSG_FASTOPEN connects and sends in one call.
-            self.open_tcp(id, r.local, dest, Side::Local, emit);
+            self.open_tcp(id, r.local, dest, Side::Local, &mut emit);
         }
         self.udp_learn_local(id, r.local);
         let route = self.udp_route(id, r.addr);
@@ -739,17 +918,22 @@ impl<K: Kernel> Machine<K> {
             return;
         };
         match &mut c.proto {
-            Proto::Tcp(Tcp::Open(stream)) => stream.data(Side::Local, r.data, emit),
+            // MSG_OOB: the last byte the kernel took is urgent.
+            Proto::Tcp(Tcp::Open(stream)) if r.arg1 & i64::from(libc::MSG_OOB) != 0 => {
+                stream.urgent(Side::Local, r.data, &mut emit)
+            }
+            Proto::Tcp(Tcp::Open(stream)) => stream.data(Side::Local, r.data, &mut emit),
             Proto::Udp(udp) => {
                 if let Some((src, dst)) = route {
-                    synth::udp_datagram(src, dst, r.data, &mut udp.scratch, emit);
+                    udp.last_dest = r.addr.or(udp.last_dest);
+                    synth::udp_datagram(src, dst, r.data, &mut udp.scratch, &mut emit);
                 }
             }
             _ => {}
         }
     }
 
-    fn on_recv(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
+    fn on_recv(&mut self, r: &Record, origin: &Origin, out: &mut dyn PacketSink) {
         let Some(id) = self.conn_id(r.pid, r.fd) else {
             return;
         };
@@ -758,16 +942,21 @@ impl<K: Kernel> Machine<K> {
             Some(Proto::Udp(_))
         );
         if r.ret < 0 {
-            if r.errno == libc::ECONNREFUSED {
-                self.settle(id, Some(r.errno), emit);
-            }
+            self.failed(id, r.errno, origin, out);
             return;
         }
-        self.settle(id, None, emit);
+        self.settle(id, None, origin, out);
+        let discarded = !datagram && r.arg1 & i64::from(libc::MSG_TRUNC) != 0 && r.ret > 0;
+        let origin = Origin {
+            // The ACK that covers bytes discarded unread says why the capture has a gap there.
+            note: discarded.then_some(Note::Discarded(r.ret as u64)),
+            ..*origin
+        };
+        let mut emit = |b: &[u8]| out.packet(&origin, b);
         if r.ret == 0 && !datagram {
             if r.arg0 > 0 {
                 if let Some(Some(c)) = self.conns.get_mut(id) {
-                    c.fin(Side::Remote, emit);
+                    c.fin(Side::Remote, &mut emit);
                 }
             }
             return;
@@ -783,10 +972,18 @@ impl<K: Kernel> Machine<K> {
             return;
         };
         match &mut c.proto {
-            Proto::Tcp(Tcp::Open(stream)) => stream.data(Side::Remote, r.data, emit),
+            // Bytes gone unread: the peer's sequence moves past them, no payload invented.
+            Proto::Tcp(Tcp::Open(stream)) if discarded => {
+                stream.discarded(Side::Remote, r.ret as usize, &mut emit)
+            }
+            // The urgent byte, taken out of band: it came with URG.
+            Proto::Tcp(Tcp::Open(stream)) if r.arg1 & i64::from(libc::MSG_OOB) != 0 => {
+                stream.urgent(Side::Remote, r.data, &mut emit)
+            }
+            Proto::Tcp(Tcp::Open(stream)) => stream.data(Side::Remote, r.data, &mut emit),
             Proto::Udp(udp) => {
                 if let Some((src, dst)) = route {
-                    synth::udp_datagram(src, dst, r.data, &mut udp.scratch, emit);
+                    synth::udp_datagram(src, dst, r.data, &mut udp.scratch, &mut emit);
                 }
             }
             _ => {}
@@ -818,7 +1015,10 @@ impl<K: Kernel> Machine<K> {
         else {
             return None;
         };
-        let peer = addr.or(udp.peer)?;
+        // A datagram received without its sender's name (recvmsg with a null msg_name) came
+        // from the connected peer or, on an unconnected socket, most likely from where the
+        // program last sent.
+        let peer = addr.or(udp.peer).or(udp.last_dest)?;
         let bound = udp.local.unwrap_or_else(|| unspecified_like(peer));
         let local = if bound.ip().is_unspecified() {
             SocketAddr::new(self.source_for(Some(bound), peer), bound.port())
@@ -828,7 +1028,8 @@ impl<K: Kernel> Machine<K> {
         Some((local, peer))
     }
 
-    /// The source IP towards `peer`: loopback answers without asking the kernel.
+    /// The source IP towards `peer`: loopback answers without asking the kernel; never the
+    /// wildcard address.
     fn source_for(&mut self, bound: Option<SocketAddr>, peer: SocketAddr) -> IpAddr {
         let peer_ip = match peer.ip() {
             IpAddr::V6(v6) => v6
@@ -843,7 +1044,14 @@ impl<K: Kernel> Machine<K> {
             _ => self
                 .kernel
                 .route_source(SocketAddr::new(peer_ip, peer.port()))
-                .unwrap_or_else(|| unspecified_like(peer).ip()),
+                // No route now: the kernel had one when it sent (without one a connect or a
+                // send fails before any packet), so the routes changed since, or the program
+                // runs in another network namespace. Loopback is a valid stand-in, where the
+                // wildcard address would be no source at all.
+                .unwrap_or(match peer_ip {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                }),
         };
         // A v6 socket talking to a v4-mapped peer keeps its family; synth writes both as IPv4.
         match (bound, ip) {
@@ -852,7 +1060,7 @@ impl<K: Kernel> Machine<K> {
         }
     }
 
-    fn on_tls_data(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
+    fn on_tls_data(&mut self, r: &Record, origin: &Origin, out: &mut dyn PacketSink) {
         if !self.mode.decrypts() || r.data.is_empty() {
             return;
         }
@@ -862,7 +1070,8 @@ impl<K: Kernel> Machine<K> {
         let Some(id) = self.conn_id(r.pid, fd) else {
             return;
         };
-        self.settle(id, None, emit);
+        self.settle(id, None, origin, out);
+        let emit = &mut |b: &[u8]| out.packet(origin, b);
         let side = if r.arg0 == 0 {
             Side::Local
         } else {
@@ -898,6 +1107,29 @@ impl Conn {
             twin.fin(side, out);
         }
     }
+
+    /// `side` reset the connection: on the connection's stream and on its plaintext twin.
+    fn reset(&mut self, side: Side, out: &mut dyn FnMut(&[u8])) {
+        if let Proto::Tcp(Tcp::Open(stream)) = &mut self.proto {
+            stream.reset(side, out);
+        }
+        if let Some(twin) = &mut self.mirror {
+            twin.reset(side, out);
+        }
+    }
+}
+
+/// Whether a call on a socket whose SYN is out failing with `errno` means the connect failed
+/// (rather than "not yet": EAGAIN, EALREADY, EINTR).
+fn connect_failure(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::ECONNRESET
+            | libc::ETIMEDOUT
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+    )
 }
 
 fn unspecified_like(addr: SocketAddr) -> SocketAddr {
@@ -918,6 +1150,8 @@ mod tests {
     #[derive(Default)]
     struct Script {
         inodes: HashMap<(i32, i32), u64>,
+        /// Route lookups: destination → source.
+        routes: HashMap<IpAddr, IpAddr>,
     }
 
     impl Kernel for Script {
@@ -927,8 +1161,8 @@ mod tests {
         fn discover(&mut self, _: i32, _: i32) -> Option<Found> {
             None
         }
-        fn route_source(&mut self, _: SocketAddr) -> Option<IpAddr> {
-            None
+        fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr> {
+            self.routes.get(&dst.ip()).copied()
         }
     }
 
@@ -973,6 +1207,7 @@ mod tests {
 
     fn connect(pid: i32, fd: i32) -> Record<'static> {
         let mut r = rec(Kind::Connect, pid, fd);
+        r.arg0 = libc::AF_INET as i64;
         r.addr = Some("127.0.0.1:80".parse().expect("addr"));
         r.local = Some("127.0.0.1:40000".parse().expect("addr"));
         r
@@ -1161,5 +1396,507 @@ mod tests {
             ],
         );
         assert_eq!(flags(&p), ["S", "S", "", "F"]);
+    }
+
+    // ---- exact wire (issue 12) -------------------------------------------------------------
+
+    /// One packet with what the exact-wire tests look at.
+    #[derive(Debug)]
+    struct Seg {
+        src: SocketAddr,
+        dst: SocketAddr,
+        /// "S", "SA", "A", "PA", "FA", "RA", with "U" appended when URG is set; "udp".
+        flags: String,
+        seq: u32,
+        ack: u32,
+        urgent: u16,
+        payload: Vec<u8>,
+        call: &'static str,
+        tid: i32,
+        fd: i32,
+        ts_ns: u64,
+        note: Option<Note>,
+    }
+
+    #[derive(Default)]
+    struct Segs(Vec<Seg>);
+
+    impl PacketSink for Segs {
+        fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
+            let p = etherparse::SlicedPacket::from_ip(bytes).expect("valid packet");
+            let (src_ip, dst_ip): (IpAddr, IpAddr) = match &p.net {
+                Some(etherparse::NetSlice::Ipv4(v4)) => (
+                    v4.header().source_addr().into(),
+                    v4.header().destination_addr().into(),
+                ),
+                Some(etherparse::NetSlice::Ipv6(v6)) => (
+                    v6.header().source_addr().into(),
+                    v6.header().destination_addr().into(),
+                ),
+                _ => panic!("not IP"),
+            };
+            let seg = |sp, dp, flags, seq, ack, urgent, payload: &[u8]| Seg {
+                src: SocketAddr::new(src_ip, sp),
+                dst: SocketAddr::new(dst_ip, dp),
+                flags,
+                seq,
+                ack,
+                urgent,
+                payload: payload.to_vec(),
+                call: crate::record::call_name(origin.call),
+                tid: origin.tid,
+                fd: origin.fd,
+                ts_ns: origin.ts_ns,
+                note: origin.note,
+            };
+            self.0.push(match p.transport {
+                Some(etherparse::TransportSlice::Tcp(t)) => {
+                    let mut f = String::new();
+                    for (set, c) in [
+                        (t.syn(), 'S'),
+                        (t.fin(), 'F'),
+                        (t.rst(), 'R'),
+                        (t.psh(), 'P'),
+                        (t.ack(), 'A'),
+                        (t.urg(), 'U'),
+                    ] {
+                        if set {
+                            f.push(c);
+                        }
+                    }
+                    let (sp, dp) = (t.source_port(), t.destination_port());
+                    let (seq, ack) = (t.sequence_number(), t.acknowledgment_number());
+                    seg(sp, dp, f, seq, ack, t.urgent_pointer(), t.payload())
+                }
+                Some(etherparse::TransportSlice::Udp(u)) => {
+                    let (sp, dp) = (u.source_port(), u.destination_port());
+                    seg(sp, dp, "udp".into(), 0, 0, 0, u.payload())
+                }
+                _ => panic!("neither TCP nor UDP"),
+            });
+        }
+    }
+
+    fn wire(script: Script, records: &[Record]) -> Vec<Seg> {
+        let mut m = Machine::new(script, Mode::Plain, 1);
+        let mut out = Segs::default();
+        for r in records {
+            m.apply(r, &mut out);
+        }
+        out.0
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    fn named(mut r: Record<'static>, call: &str, tid: i32, ts_ns: u64) -> Record<'static> {
+        r.call = crate::record::call_id(call);
+        r.tid = tid;
+        r.ts_ns = ts_ns;
+        r
+    }
+
+    fn failed(mut r: Record<'static>, errno: i32) -> Record<'static> {
+        r.ret = -1;
+        r.errno = errno;
+        r
+    }
+
+    fn recv(pid: i32, fd: i32, data: &'static [u8]) -> Record<'static> {
+        let mut r = rec(Kind::Recv, pid, fd);
+        r.ret = data.len() as i64;
+        r.arg0 = 4096;
+        r.data = data;
+        r
+    }
+
+    fn so_error(pid: i32, fd: i32, value: i32) -> Record<'static> {
+        let mut r = rec(Kind::SoError, pid, fd);
+        r.arg0 = value as i64;
+        r
+    }
+
+    fn udp_socket(pid: i32, fd: i32, inode: u64) -> Record<'static> {
+        let mut r = socket(pid, fd, inode);
+        r.arg1 = libc::SOCK_DGRAM as i64;
+        r
+    }
+
+    fn summary(p: &[Seg]) -> Vec<(&str, SocketAddr, SocketAddr)> {
+        p.iter().map(|g| (g.flags.as_str(), g.src, g.dst)).collect()
+    }
+
+    #[test]
+    fn a_fast_open_send_in_progress_connects_like_a_non_blocking_connect() {
+        // sendto(MSG_FASTOPEN) on a non-blocking socket without a cookie: -1/EINPROGRESS, its
+        // SYN without data; no connect ever; the bytes go with a plain send after.
+        let mut tfo = failed(rec(Kind::Send, 10, 3), libc::EINPROGRESS);
+        tfo.addr = Some(addr("127.0.0.1:80"));
+        tfo.local = Some(addr("127.0.0.1:40000"));
+        tfo.arg1 = libc::MSG_FASTOPEN as i64;
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                named(tfo, "sendto", 10, 100),
+                named(send(10, 3, b"one"), "send", 10, 200),
+            ],
+        );
+        let (l, r) = (addr("127.0.0.1:40000"), addr("127.0.0.1:80"));
+        assert_eq!(
+            summary(&p),
+            [("S", l, r), ("SA", r, l), ("A", l, r), ("PA", l, r)]
+        );
+        assert_eq!(p[3].payload, b"one");
+        let calls: Vec<_> = p.iter().map(|g| g.call).collect();
+        assert_eq!(calls, ["sendto", "sendto", "sendto", "send"]);
+    }
+
+    #[test]
+    fn a_fast_open_send_from_a_bound_socket_never_writes_the_wildcard() {
+        // The send's record has no local address (a bind had used the recorder's once).
+        let mut bind = rec(Kind::Bind, 10, 3);
+        bind.local = Some(addr("0.0.0.0:5000"));
+        let mut tfo = send(10, 3, b"two");
+        tfo.addr = Some(addr("127.0.0.1:80"));
+        tfo.arg1 = libc::MSG_FASTOPEN as i64;
+        let p = wire(Script::default(), &[socket(10, 3, 7), bind, tfo]);
+        let (l, r) = (addr("127.0.0.1:5000"), addr("127.0.0.1:80"));
+        assert_eq!(
+            summary(&p),
+            [("S", l, r), ("SA", r, l), ("A", l, r), ("PA", l, r)]
+        );
+    }
+
+    #[test]
+    fn a_reply_received_without_a_name_comes_from_where_the_socket_sent() {
+        let mut out = send(10, 3, b"ping");
+        out.addr = Some(addr("127.0.0.1:53"));
+        out.local = Some(addr("0.0.0.0:40000"));
+        // recvmsg with a null msg_name: the sender is not reported.
+        let back = recv(10, 3, b"pong");
+        let p = wire(Script::default(), &[udp_socket(10, 3, 7), out, back]);
+        let (l, r) = (addr("127.0.0.1:40000"), addr("127.0.0.1:53"));
+        assert_eq!(summary(&p), [("udp", l, r), ("udp", r, l)]);
+        assert_eq!(p[1].payload, b"pong");
+    }
+
+    #[test]
+    fn bytes_discarded_unread_leave_an_honest_gap() {
+        let mut trunc = recv(10, 3, b"");
+        trunc.ret = 10;
+        trunc.arg1 = libc::MSG_TRUNC as i64;
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                recv(10, 3, b"HEAD"),
+                named(trunc, "recv", 10, 300),
+                recv(10, 3, b"TAIL"),
+            ],
+        );
+        let flags: Vec<_> = p.iter().map(|g| g.flags.as_str()).collect();
+        assert_eq!(flags, ["S", "SA", "A", "PA", "A", "PA"]);
+        let (head, ack, tail) = (&p[3], &p[4], &p[5]);
+        assert_eq!(
+            ack.ack,
+            head.seq.wrapping_add(4 + 10),
+            "the ACK covers the 10"
+        );
+        assert_eq!(
+            tail.seq,
+            head.seq.wrapping_add(4 + 10),
+            "the gap is 10 bytes"
+        );
+        assert_eq!(
+            (tail.payload.as_slice(), ack.payload.len()),
+            (&b"TAIL"[..], 0)
+        );
+        assert_eq!((ack.note, ack.call), (Some(Note::Discarded(10)), "recv"));
+        assert!(p.iter().filter(|g| g.note.is_some()).count() == 1);
+    }
+
+    #[test]
+    fn urgent_bytes_carry_urg_and_the_pointer_past_them() {
+        let mut oob = send(10, 3, b"abc");
+        oob.arg1 = libc::MSG_OOB as i64;
+        let mut urgent = recv(10, 3, b"!");
+        urgent.arg1 = libc::MSG_OOB as i64;
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                oob,
+                recv(10, 3, b"xyz"),
+                urgent,
+            ],
+        );
+        let got: Vec<_> = p[3..]
+            .iter()
+            .map(|g| (g.flags.as_str(), g.urgent, g.payload.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PAU", 3, &b"abc"[..]),
+                ("PA", 0, &b"xyz"[..]),
+                ("PAU", 1, &b"!"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn connect_af_unspec_resets_and_the_next_connect_is_a_new_stream() {
+        let mut dissolve = rec(Kind::Connect, 10, 3);
+        dissolve.arg0 = libc::AF_UNSPEC as i64;
+        let mut again = connect(10, 3);
+        again.local = Some(addr("127.0.0.1:40001"));
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                send(10, 3, b"one"),
+                dissolve,
+                again,
+                send(10, 3, b"two"),
+                rec(Kind::Close, 10, 3),
+            ],
+        );
+        let (a, b, r) = (
+            addr("127.0.0.1:40000"),
+            addr("127.0.0.1:40001"),
+            addr("127.0.0.1:80"),
+        );
+        assert_eq!(
+            summary(&p),
+            [
+                ("S", a, r),
+                ("SA", r, a),
+                ("A", a, r),
+                ("PA", a, r),
+                ("RA", a, r),
+                ("S", b, r),
+                ("SA", r, b),
+                ("A", b, r),
+                ("PA", b, r),
+                ("FA", b, r),
+            ]
+        );
+        // The reset is at the old stream's next sequence number, acknowledging everything.
+        assert_eq!((p[4].seq, p[4].ack), (p[3].seq.wrapping_add(3), p[3].ack));
+        assert_ne!(p[5].seq, p[0].seq, "a new initial sequence number");
+        assert_eq!(p[8].payload, b"two");
+    }
+
+    #[test]
+    fn connect_af_unspec_dissolves_a_udp_association() {
+        // Bound to the wildcard, connected (the kernel picks 192.0.2.2 towards the peer), then
+        // dissolved: the kernel forgets that address, so a datagram from loopback arrives at
+        // loopback, not at the address the old association had.
+        let mut bind = rec(Kind::Bind, 10, 3);
+        bind.local = Some(addr("0.0.0.0:6000"));
+        let mut first = connect(10, 3);
+        first.addr = Some(addr("192.0.2.9:53"));
+        first.local = Some(addr("192.0.2.2:6000"));
+        let mut dissolve = rec(Kind::Connect, 10, 3);
+        dissolve.arg0 = libc::AF_UNSPEC as i64;
+        let mut from_lo = recv(10, 3, b"two");
+        from_lo.addr = Some(addr("127.0.0.1:7"));
+        let p = wire(
+            Script::default(),
+            &[
+                udp_socket(10, 3, 7),
+                bind,
+                first,
+                send(10, 3, b"one"),
+                dissolve,
+                from_lo,
+            ],
+        );
+        assert_eq!(
+            summary(&p),
+            [
+                ("udp", addr("192.0.2.2:6000"), addr("192.0.2.9:53")),
+                ("udp", addr("127.0.0.1:7"), addr("127.0.0.1:6000")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_connect_never_writes_the_wildcard_address() {
+        // A blocking connect's refusal resets the socket's address but not its port.
+        let blocking = |local: &str, remote: &str| {
+            let mut c = failed(connect(10, 3), libc::ECONNREFUSED);
+            c.local = Some(addr(local));
+            c.addr = Some(addr(remote));
+            c
+        };
+        let mut k = Script::default();
+        k.routes.insert(
+            "192.0.2.9".parse().expect("ip"),
+            "192.0.2.2".parse().expect("ip"),
+        );
+        for (local, remote, src) in [
+            ("0.0.0.0:48482", "127.0.0.1:9", "127.0.0.1:48482"),
+            ("0.0.0.0:48483", "127.0.0.2:9", "127.0.0.1:48483"),
+            ("[::]:48484", "[::1]:9", "[::1]:48484"),
+            ("0.0.0.0:48485", "192.0.2.9:9", "192.0.2.2:48485"),
+        ] {
+            let p = wire(
+                std::mem::take(&mut k),
+                &[socket(10, 3, 7), blocking(local, remote)],
+            );
+            k.routes.insert(
+                "192.0.2.9".parse().expect("ip"),
+                "192.0.2.2".parse().expect("ip"),
+            );
+            assert_eq!(
+                summary(&p),
+                [
+                    ("S", addr(src), addr(remote)),
+                    ("RA", addr(remote), addr(src))
+                ],
+                "{local} → {remote}"
+            );
+        }
+        // No local address at all, nor a route: still a real source address.
+        let mut c = failed(connect(10, 3), libc::ECONNREFUSED);
+        c.local = None;
+        c.addr = Some(addr("198.51.100.7:9"));
+        let p = wire(Script::default(), &[socket(10, 3, 7), c]);
+        assert!(
+            !p[0].src.ip().is_unspecified() && p[0].src.port() != 0,
+            "{p:?}"
+        );
+        // A connect whose local address could not be asked (a sandbox refusing getsockname).
+        let mut c = connect(10, 3);
+        c.local = None;
+        let p = wire(Script::default(), &[socket(10, 3, 7), c]);
+        assert_eq!(p[0].src.ip(), addr("127.0.0.1:1").ip());
+        assert_ne!(p[0].src.port(), 0);
+    }
+
+    #[test]
+    fn a_pending_handshake_is_written_in_the_name_of_its_connect() {
+        for (settler, call) in [
+            (so_error(10, 3, 0), "getsockopt"),
+            (send(10, 3, b"hi"), "send"),
+            (recv(10, 3, b"hi"), "recv"),
+        ] {
+            let mut c = failed(connect(10, 3), libc::EINPROGRESS);
+            c.tid = 11;
+            let p = wire(
+                Script::default(),
+                &[
+                    socket(10, 3, 7),
+                    named(c, "connect", 11, 100),
+                    named(settler, call, 12, 200),
+                ],
+            );
+            let labels: Vec<_> = p.iter().map(|g| (g.call, g.tid, g.fd, g.ts_ns)).collect();
+            let mut want = vec![("connect", 11, 3, 200); 3];
+            if call != "getsockopt" {
+                want.push((call, 12, 3, 200));
+            }
+            assert_eq!(labels, want, "settled by {call}");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_connect_goes_on_in_the_background() {
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                failed(connect(10, 3), libc::EINTR),
+                so_error(10, 3, 0),
+                send(10, 3, b"late"),
+            ],
+        );
+        assert_eq!(flags_of(&p), ["S", "SA", "A", "PA"]);
+    }
+
+    #[test]
+    fn a_pending_connect_that_fails_writes_what_the_wire_carried() {
+        let pending = || failed(connect(10, 3), libc::EINPROGRESS);
+        for (outcome, want) in [
+            (so_error(10, 3, libc::ECONNREFUSED), &["S", "RA"][..]),
+            // Reset once established: the handshake, then the peer's RST.
+            (
+                so_error(10, 3, libc::ECONNRESET),
+                &["S", "SA", "A", "RA"][..],
+            ),
+            // Never answered: its SYN alone.
+            (so_error(10, 3, libc::ETIMEDOUT), &["S"][..]),
+            (failed(recv(10, 3, b""), libc::ETIMEDOUT), &["S"][..]),
+            (failed(send(10, 3, b""), libc::EHOSTUNREACH), &["S"][..]),
+            // Not yet: nothing.
+            (failed(recv(10, 3, b""), libc::EAGAIN), &[][..]),
+            (failed(connect(10, 3), libc::EALREADY), &[][..]),
+        ] {
+            let p = wire(
+                Script::default(),
+                &[
+                    socket(10, 3, 7),
+                    pending(),
+                    outcome,
+                    rec(Kind::Close, 10, 3),
+                ],
+            );
+            assert_eq!(flags_of(&p), want, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_blocking_connect_that_timed_out_writes_its_syn() {
+        let mut c = failed(connect(10, 3), libc::ETIMEDOUT);
+        c.local = Some(addr("0.0.0.0:40000"));
+        let p = wire(Script::default(), &[socket(10, 3, 7), c]);
+        assert_eq!(
+            summary(&p),
+            [("S", addr("127.0.0.1:40000"), addr("127.0.0.1:80"))]
+        );
+    }
+
+    #[test]
+    fn a_reset_connection_ends_with_the_peers_rst_and_no_fin() {
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                send(10, 3, b"go"),
+                failed(recv(10, 3, b""), libc::ECONNRESET),
+                rec(Kind::Close, 10, 3),
+            ],
+        );
+        assert_eq!(flags_of(&p), ["S", "SA", "A", "PA", "RA"]);
+        assert_eq!(p[4].src, addr("127.0.0.1:80"));
+        assert_eq!((p[4].seq, p[4].ack), (p[3].ack, p[3].seq.wrapping_add(2)));
+    }
+
+    #[test]
+    fn a_socket_may_connect_again_after_a_refusal() {
+        let mut again = connect(10, 3);
+        again.local = Some(addr("127.0.0.1:40001"));
+        let p = wire(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                failed(connect(10, 3), libc::ECONNREFUSED),
+                again,
+                send(10, 3, b"x"),
+            ],
+        );
+        assert_eq!(flags_of(&p), ["S", "RA", "S", "SA", "A", "PA"]);
+        assert_eq!(p[2].src, addr("127.0.0.1:40001"));
+    }
+
+    fn flags_of(p: &[Seg]) -> Vec<&str> {
+        p.iter().map(|g| g.flags.as_str()).collect()
     }
 }

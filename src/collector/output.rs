@@ -147,8 +147,9 @@ impl Outputs {
         };
         let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");
         let exe = exe.rsplit('/').next().unwrap_or("");
+        let note = o.note.map(|n| format!("; {n}")).unwrap_or_default();
         format!(
-            "pid={} tid={} exe={exe} fd={} call={call}{library}",
+            "pid={} tid={} exe={exe} fd={} call={call}{library}{note}",
             o.pid, o.tid, o.fd
         )
     }

@@ -1,8 +1,8 @@
 //! One TCP connection's synthetic wire state, and the segments each event turns into.
 //!
-//! The stream owns both sequence spaces and a scratch buffer; each event (`open`, `data`, `fin`,
-//! `refused`) appends its packets through the caller's callback, built in that buffer, so steady
-//! state allocates nothing. The segments are what an ideal loopback exchange would carry: no loss,
+//! The stream owns both sequence spaces and a scratch buffer; each event (`open`, `data`,
+//! `urgent`, `discarded`, `fin`, `reset`, `refused`, `unanswered`) appends its packets through the
+//! caller's callback, built in that buffer, so steady state allocates nothing. The segments are what an ideal loopback exchange would carry: no loss,
 //! a window no sender comes close to filling, and nothing Wireshark's TCP analysis would flag.
 //!
 //! # Panics
@@ -63,8 +63,8 @@ enum Phase {
     Fresh,
     /// Handshake done, or data or a FIN came first and the handshake is taken as done.
     Established,
-    /// The peer refused the connection: no further segments.
-    Refused,
+    /// Refused, reset or never answered: no further segments.
+    Ended,
 }
 
 /// One TCP connection's synthetic wire state: addresses, both sequence spaces, FINs seen.
@@ -150,7 +150,7 @@ impl TcpStream {
         if self.phase != Phase::Fresh {
             return;
         }
-        self.phase = Phase::Refused;
+        self.phase = Phase::Ended;
         let isn = self.half(Side::Local).isn;
         let syn = self.syn_header(Side::Local, isn);
         self.send(Side::Local, syn, &[], out);
@@ -165,8 +165,66 @@ impl TcpStream {
     ///
     /// The last segment carries PSH. Before a segment, if more than 1 MiB sent by `from` is
     /// unacknowledged, the other side first sends a pure ACK. An empty payload, data after
-    /// `from`'s FIN and data on a refused connection emit nothing.
+    /// `from`'s FIN and data on an ended connection emit nothing.
     pub fn data(&mut self, from: Side, payload: &[u8], out: &mut dyn FnMut(&[u8])) {
+        self.segments(from, payload, false, out);
+    }
+
+    /// `payload` sent by `from` whose last byte is urgent (`send` with MSG_OOB), segmented as
+    /// [`data`](Self::data) does.
+    ///
+    /// Every segment carries URG and an urgent pointer, as Linux sends them: the offset from the
+    /// segment's sequence number to the byte just past the urgent one (RFC 9293's reading, which
+    /// Linux follows), or 0xFFFF while that is further than 16 bits reach.
+    pub fn urgent(&mut self, from: Side, payload: &[u8], out: &mut dyn FnMut(&[u8])) {
+        self.segments(from, payload, true, out);
+    }
+
+    /// `len` bytes from `from` that the program discarded unread (a stream `recv` with
+    /// MSG_TRUNC): nothing of them is known, so no segment carries them. `from`'s sequence
+    /// number moves past them and the other side acknowledges them in a pure ACK, so a reader
+    /// sees a gap exactly that long, where it is, instead of invented bytes.
+    ///
+    /// Emits nothing for zero bytes, after `from`'s FIN or on an ended connection.
+    pub fn discarded(&mut self, from: Side, len: usize, out: &mut dyn FnMut(&[u8])) {
+        if !self.may_send(from) || len == 0 {
+            return;
+        }
+        self.phase = Phase::Established;
+        let half = self.half_mut(from);
+        half.next_seq = half.next_seq.add(len);
+        let ack = self.ack_header(from.other());
+        self.send(from.other(), ack, &[], out);
+    }
+
+    /// A reset from `from` (RST/ACK at its next sequence number, acknowledging everything, as
+    /// Linux resets an established connection); the connection ends: later events emit nothing.
+    ///
+    /// Emits nothing on a connection that has already ended.
+    pub fn reset(&mut self, from: Side, out: &mut dyn FnMut(&[u8])) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.phase = Phase::Ended;
+        let mut rst = self.ack_header(from);
+        rst.rst = true;
+        self.send(from, rst, &[], out);
+    }
+
+    /// A connect nobody answered (it timed out, or an ICMP error ended it): the SYN alone.
+    ///
+    /// Emits nothing once any other event has been seen; later events emit nothing either.
+    pub fn unanswered(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if self.phase != Phase::Fresh {
+            return;
+        }
+        self.phase = Phase::Ended;
+        let isn = self.half(Side::Local).isn;
+        let syn = self.syn_header(Side::Local, isn);
+        self.send(Side::Local, syn, &[], out);
+    }
+
+    fn segments(&mut self, from: Side, payload: &[u8], urgent: bool, out: &mut dyn FnMut(&[u8])) {
         if !self.may_send(from) || payload.is_empty() {
             return;
         }
@@ -176,11 +234,18 @@ impl TcpStream {
         } else {
             MAX_TCP_PAYLOAD_V6
         };
+        // The sequence number just past the urgent (last) byte.
+        let urgent_end = self.half(from).next_seq.add(payload.len());
         let mut segments = payload.chunks(limit).peekable();
         while let Some(segment) = segments.next() {
             self.acknowledge_if_far_behind(from, out);
             let mut tcp = self.ack_header(from);
             tcp.psh = segments.peek().is_none();
+            if urgent {
+                tcp.urg = true;
+                let ahead = urgent_end.since(self.half(from).next_seq);
+                tcp.urgent_pointer = u16::try_from(ahead).unwrap_or(u16::MAX);
+            }
             self.send(from, tcp, segment, out);
             let half = self.half_mut(from);
             half.next_seq = half.next_seq.add(segment.len());
@@ -215,7 +280,7 @@ impl TcpStream {
     }
 
     fn may_send(&self, from: Side) -> bool {
-        self.phase != Phase::Refused && !self.half(from).fin_sent
+        self.phase != Phase::Ended && !self.half(from).fin_sent
     }
 
     /// A pure ACK from the receiver when too much of `sender`'s data is unacknowledged.
@@ -466,6 +531,112 @@ mod tests {
         assert!(run(&mut s, |s, out| s.open(Side::Local, out)).is_empty());
     }
 
+    #[test]
+    fn urgent_byte_sets_urg_and_points_past_it() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        let segs = run(&mut s, |s, out| s.urgent(Side::Local, b"abc", out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (g.flags, g.seq, g.payload_len, g.urgent_pointer))
+            .collect();
+        // As Linux sends `send(fd, "abc", 3, MSG_OOB)`: one segment, pointer just past 'c'.
+        assert_eq!(summary, [("PAU", 1001, 3, 3)]);
+        let segs = run(&mut s, |s, out| s.data(Side::Local, b"d", out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].urgent_pointer),
+            ("PA", 1004, 0)
+        );
+        // The receiving side's view of a lone urgent byte.
+        let segs = run(&mut s, |s, out| s.urgent(Side::Remote, b"!", out));
+        assert_eq!(
+            (
+                segs[0].flags,
+                segs[0].seq,
+                segs[0].ack,
+                segs[0].urgent_pointer
+            ),
+            ("PAU", 5001, 1005, 1)
+        );
+    }
+
+    #[test]
+    fn urgent_pointer_across_segments_saturates_until_in_reach() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        let payload = vec![7u8; 2 * 65_495 + 10];
+        let segs = run(&mut s, |s, out| s.urgent(Side::Local, &payload, out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (g.flags, g.payload_len, g.urgent_pointer))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("AU", 65_495, 0xffff),
+                ("AU", 65_495, 65_505),
+                ("PAU", 10, 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn discarded_bytes_leave_a_gap_that_one_ack_covers() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        run(&mut s, |s, out| s.data(Side::Remote, b"HEAD", out));
+        let segs = run(&mut s, |s, out| s.discarded(Side::Remote, 10, out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq, g.ack, g.payload_len))
+            .collect();
+        assert_eq!(summary, [(true, "A", 1001, 5015, 0)]);
+        let segs = run(&mut s, |s, out| s.data(Side::Remote, b"TAIL", out));
+        assert_eq!((segs[0].seq, segs[0].ack), (5015, 1001));
+        assert!(run(&mut s, |s, out| s.discarded(Side::Remote, 0, out)).is_empty());
+        run(&mut s, |s, out| s.fin(Side::Remote, out));
+        assert!(run(&mut s, |s, out| s.discarded(Side::Remote, 3, out)).is_empty());
+    }
+
+    #[test]
+    fn reset_ends_the_stream() {
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        run(&mut s, |s, out| s.data(Side::Local, b"abc", out));
+        let segs = run(&mut s, |s, out| s.reset(Side::Local, out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq, g.ack))
+            .collect();
+        assert_eq!(summary, [(true, "RA", 1004, 5001)]);
+        assert!(run(&mut s, |s, out| s.reset(Side::Remote, out)).is_empty());
+        assert!(run(&mut s, |s, out| s.data(Side::Remote, b"x", out)).is_empty());
+        assert!(run(&mut s, |s, out| s.fin(Side::Local, out)).is_empty());
+        // The peer's reset after our FIN: at its own next sequence number.
+        let mut s = v4();
+        run(&mut s, |s, out| s.open(Side::Local, out));
+        run(&mut s, |s, out| s.fin(Side::Local, out));
+        let segs = run(&mut s, |s, out| s.reset(Side::Remote, out));
+        assert_eq!(
+            (segs[0].flags, segs[0].seq, segs[0].ack),
+            ("RA", 5001, 1002)
+        );
+    }
+
+    #[test]
+    fn unanswered_is_a_lone_syn() {
+        let mut s = v6();
+        let segs = run(&mut s, |s, out| s.unanswered(out));
+        let summary: Vec<_> = segs
+            .iter()
+            .map(|g| (from_local(g), g.flags, g.seq))
+            .collect();
+        assert_eq!(summary, [(true, "S", 1000)]);
+        assert!(run(&mut s, |s, out| s.open(Side::Local, out)).is_empty());
+        assert!(run(&mut s, |s, out| s.data(Side::Remote, b"x", out)).is_empty());
+        assert!(run(&mut s, |s, out| s.unanswered(out)).is_empty());
+    }
+
     fn check_segmentation(mut s: TcpStream, limit: usize) {
         run(&mut s, |s, out| s.open(Side::Local, out));
         let mut seq = 1001u32;
@@ -582,5 +753,92 @@ mod tests {
         let tcp_sum = internet_checksum(&pseudo);
         expected[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
         assert_eq!(packets[0], expected);
+    }
+
+    /// The stream of the golden tests: 192.168.0.1:4660 → 192.168.0.2:80, handshake done.
+    fn golden_stream() -> TcpStream {
+        let mut s = TcpStream::new(
+            "192.168.0.1:4660".parse().unwrap(),
+            "192.168.0.2:80".parse().unwrap(),
+            0x0102_0304,
+            9,
+        );
+        s.open(Side::Local, &mut |_| {});
+        s
+    }
+
+    /// `head` (an IPv4 header and a TCP header, both checksums zero) followed by `payload`, with
+    /// both checksums filled in by the independent implementation.
+    fn with_v4_checksums(mut head: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+        head.extend_from_slice(payload);
+        let ip_sum = internet_checksum(&head[..20]);
+        head[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        // The pseudo-header: both addresses as the IP header has them, zero, TCP, TCP length.
+        let mut pseudo = head[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6, 0, (head.len() - 20) as u8]);
+        pseudo.extend_from_slice(&head[20..]);
+        let tcp_sum = internet_checksum(&pseudo);
+        head[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+        head
+    }
+
+    #[test]
+    fn golden_urgent_ipv4() {
+        let mut s = golden_stream();
+        let mut packets = Vec::new();
+        s.urgent(Side::Local, b"abc", &mut |p| packets.push(p.to_vec()));
+        #[rustfmt::skip]
+        let head = vec![
+            0x45, 0x00, 0x00, 0x2b, // version/IHL, DSCP, total length 43
+            0x00, 0x00, 0x40, 0x00, // identification 0, DF
+            0x40, 0x06, 0x00, 0x00, // TTL 64, TCP, checksum (below)
+            192, 168, 0, 1, 192, 168, 0, 2,
+            0x12, 0x34, 0x00, 0x50, // ports 4660 -> 80
+            0x01, 0x02, 0x03, 0x05, // seq: ISN + 1
+            0x00, 0x00, 0x00, 0x0a, // ack: remote ISN 9 + 1
+            0x50, 0x38, 0xff, 0xff, // data offset 5 words, URG ACK PSH, window 65535
+            0x00, 0x00, 0x00, 0x03, // checksum (below), urgent pointer 3: just past 'c'
+        ];
+        assert_eq!(packets, [with_v4_checksums(head, b"abc")]);
+    }
+
+    #[test]
+    fn golden_discarded_ack_ipv4() {
+        let mut s = golden_stream();
+        let mut packets = Vec::new();
+        s.discarded(Side::Remote, 10, &mut |p| packets.push(p.to_vec()));
+        #[rustfmt::skip]
+        let head = vec![
+            0x45, 0x00, 0x00, 0x28, // version/IHL, DSCP, total length 40
+            0x00, 0x00, 0x40, 0x00, // identification 0, DF
+            0x40, 0x06, 0x00, 0x00, // TTL 64, TCP, checksum (below)
+            192, 168, 0, 1, 192, 168, 0, 2,
+            0x12, 0x34, 0x00, 0x50, // ports 4660 -> 80
+            0x01, 0x02, 0x03, 0x05, // seq: ISN + 1
+            0x00, 0x00, 0x00, 0x14, // ack: remote ISN 9 + 1 + 10 discarded bytes
+            0x50, 0x10, 0xff, 0xff, // data offset 5 words, ACK, window 65535
+            0x00, 0x00, 0x00, 0x00, // checksum (below), urgent pointer
+        ];
+        assert_eq!(packets, [with_v4_checksums(head, b"")]);
+    }
+
+    #[test]
+    fn golden_reset_ipv4() {
+        let mut s = golden_stream();
+        let mut packets = Vec::new();
+        s.reset(Side::Remote, &mut |p| packets.push(p.to_vec()));
+        #[rustfmt::skip]
+        let head = vec![
+            0x45, 0x00, 0x00, 0x28, // version/IHL, DSCP, total length 40
+            0x00, 0x00, 0x40, 0x00, // identification 0, DF
+            0x40, 0x06, 0x00, 0x00, // TTL 64, TCP, checksum (below)
+            192, 168, 0, 2, 192, 168, 0, 1,
+            0x00, 0x50, 0x12, 0x34, // ports 80 -> 4660
+            0x00, 0x00, 0x00, 0x0a, // seq: remote ISN 9 + 1
+            0x01, 0x02, 0x03, 0x05, // ack: ISN + 1
+            0x50, 0x14, 0xff, 0xff, // data offset 5 words, ACK RST, window 65535
+            0x00, 0x00, 0x00, 0x00, // checksum (below), urgent pointer
+        ];
+        assert_eq!(packets, [with_v4_checksums(head, b"")]);
     }
 }

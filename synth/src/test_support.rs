@@ -24,8 +24,9 @@ pub struct Seg {
     pub src_port: u16,
     pub seq: u32,
     pub ack: u32,
-    /// Set flags among S, F, R, P, A, in that order.
+    /// Set flags among S, F, R, P, A, U, in that order.
     pub flags: &'static str,
+    pub urgent_pointer: u16,
     pub window: u16,
     pub options: Vec<u8>,
     pub payload_len: usize,
@@ -66,6 +67,7 @@ pub fn parse_tcp(packet: &[u8]) -> Seg {
         (header.rst, 'R'),
         (header.psh, 'P'),
         (header.ack, 'A'),
+        (header.urg, 'U'),
     ]
     .iter()
     .filter(|(set, _)| *set)
@@ -80,6 +82,7 @@ pub fn parse_tcp(packet: &[u8]) -> Seg {
         ack: header.acknowledgment_number,
         flags: Box::leak(flags.into_boxed_str()),
         window: header.window_size,
+        urgent_pointer: header.urgent_pointer,
         options: header.options.as_slice().to_vec(),
         payload_len: tcp.payload().len(),
     }
