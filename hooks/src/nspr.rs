@@ -108,12 +108,14 @@ unsafe fn ssl_socket(fd: *mut PrFileDesc) -> Option<c_int> {
     (os_fd >= 0).then_some(os_fd)
 }
 
-/// Run `call` as a TLS call on `fd` when it carries SSL, recording `side` bytes at `buf`.
+/// Run `call` (the NSPR function `name`) as a TLS call on `fd` when it carries SSL, recording
+/// `side` bytes at `buf`.
 ///
 /// # Safety
 /// `fd` is null or live; `buf` is valid for as many bytes as `call` reports.
 unsafe fn tls_call(
     fd: *mut PrFileDesc,
+    name: &'static str,
     side: Side,
     buf: *const c_void,
     call: impl FnOnce() -> c_int,
@@ -124,10 +126,12 @@ unsafe fn tls_call(
     };
     let key = fd as usize;
     let prev = tls::enter(key);
+    // The records name this call; the socket calls nested in it name themselves, so the name
+    // is set again afterwards.
+    netintercept_core::guard::set_call(name);
     if prev == 0 {
         record(|| events::on_tls_fd(key, os_fd));
     }
-    let name = netintercept_core::guard::call();
     let ret = call();
     tls::leave(prev);
     netintercept_core::guard::set_call(name);
@@ -143,12 +147,12 @@ unsafe fn tls_call(
 
 hook!(REAL_PR_READ in LIBNSPR, fn PR_Read(fd: *mut PrFileDesc, buf: *mut c_void, amount: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { tls_call(fd, Side::Remote, buf, || real(fd, buf, amount)) }
+    unsafe { tls_call(fd, "PR_Read", Side::Remote, buf, || real(fd, buf, amount)) }
 });
 
 hook!(REAL_PR_WRITE in LIBNSPR, fn PR_Write(fd: *mut PrFileDesc, buf: *const c_void, amount: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { tls_call(fd, Side::Local, buf, || real(fd, buf, amount)) }
+    unsafe { tls_call(fd, "PR_Write", Side::Local, buf, || real(fd, buf, amount)) }
 });
 
 hook!(REAL_PR_RECV in LIBNSPR, fn PR_Recv(fd: *mut PrFileDesc, buf: *mut c_void, amount: c_int, flags: c_int, timeout: u32) -> c_int, |real| {
@@ -158,12 +162,12 @@ hook!(REAL_PR_RECV in LIBNSPR, fn PR_Recv(fd: *mut PrFileDesc, buf: *mut c_void,
         return unsafe { real(fd, buf, amount, flags, timeout) };
     }
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { tls_call(fd, Side::Remote, buf, || real(fd, buf, amount, flags, timeout)) }
+    unsafe { tls_call(fd, "PR_Recv", Side::Remote, buf, || real(fd, buf, amount, flags, timeout)) }
 });
 
 hook!(REAL_PR_SEND in LIBNSPR, fn PR_Send(fd: *mut PrFileDesc, buf: *const c_void, amount: c_int, flags: c_int, timeout: u32) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { tls_call(fd, Side::Local, buf, || real(fd, buf, amount, flags, timeout)) }
+    unsafe { tls_call(fd, "PR_Send", Side::Local, buf, || real(fd, buf, amount, flags, timeout)) }
 });
 
 hook!(REAL_PR_WRITEV in LIBNSPR, fn PR_Writev(fd: *mut PrFileDesc, iov: *const PrIoVec, size: c_int, timeout: u32) -> c_int, |real| {
@@ -174,6 +178,7 @@ hook!(REAL_PR_WRITEV in LIBNSPR, fn PR_Writev(fd: *mut PrFileDesc, iov: *const P
     };
     let key = fd as usize;
     let prev = tls::enter(key);
+    netintercept_core::guard::set_call("PR_Writev");
     if prev == 0 {
         record(|| events::on_tls_fd(key, os_fd));
     }
