@@ -7,4 +7,5 @@ pub mod capture_basics;
 pub mod descriptors;
 mod filter;
 mod isolation;
+mod stdio_syscall;
 mod tls;

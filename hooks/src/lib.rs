@@ -109,6 +109,7 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
 mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
+mod stdio;
 
 // ---- constructor ----------------------------------------------------------------------------
 
