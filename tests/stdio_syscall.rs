@@ -310,3 +310,257 @@ fn busybox_wget() {
     // wget reads exactly Content-Length bytes and closes: it never meets the server's FIN.
     check_tcp(&cap, port, &request, &reply, false);
 }
+
+/// bash's printf builtin on a `/dev/tcp` descriptor: it prints through stdio on a stdout that is
+/// the socket for the builtin's duration (the example the README gave of what was not seen).
+#[test]
+fn bash_printf_to_dev_tcp() {
+    let dir = TempDir::new("bash-printf");
+    let port = support::free_port();
+    let got = dir.join("server-got");
+    let _server = servers::python(
+        RECORDING_SERVER,
+        &[
+            &port.to_string(),
+            got.to_str().expect("utf-8 path"),
+            &hex(b"\n"),
+            &hex(b"ok\n"),
+        ],
+    );
+    servers::wait_tcp("127.0.0.1", port);
+    let script = r#"
+exec 3<>"/dev/tcp/127.0.0.1/$1"
+printf 'first|' >&3
+printf 'second %d %s\n' 2 "$1" >&3
+IFS= read -r reply <&3 && [ "$reply" = ok ] || exit 5
+exec 3>&-
+"#;
+    let cap = dir.join("b.pcap");
+    support::run_ok(
+        &mut cli_run(
+            dir.path(),
+            &cap,
+            "bash",
+            &["-c", script, "bash", &port.to_string()],
+        ),
+        LIMIT,
+    );
+    let request = format!("first|second 2 {port}\n").into_bytes();
+    assert_eq!(std::fs::read(&got).expect("the server's bytes"), request);
+    check_tcp(&cap, port, &request, b"ok\n", false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// B. syscall()
+
+/// A UDP responder on 127.0.0.1:PORT for `count` datagrams: each one is answered with
+/// `prefix` + the datagram, and kept (hex, one per line) in `got`; `ready` appears once bound.
+const UDP_RESPONDER: &str = r#"
+import socket, sys
+port, got_path, ready, count, prefix = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), bytes.fromhex(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", port))
+open(ready, "w").close()
+seen = []
+for _ in range(count):
+    d, a = s.recvfrom(65536)
+    seen.append(d.hex())
+    open(got_path, "w").write("\n".join(seen) + "\n")
+    s.sendto(prefix + d, a)
+"#;
+
+/// Start [`UDP_RESPONDER`] and wait until it is bound.
+fn udp_responder(dir: &TempDir, port: u16, count: usize, prefix: &[u8]) -> servers::Server {
+    let ready = dir.join("udp-ready");
+    let server = servers::python(
+        UDP_RESPONDER,
+        &[
+            &port.to_string(),
+            dir.join("udp-got").to_str().expect("utf-8 path"),
+            ready.to_str().expect("utf-8 path"),
+            &count.to_string(),
+            &hex(prefix),
+        ],
+    );
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < LIMIT, "the UDP responder never bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// The datagrams the responder received, in order.
+fn udp_got(dir: &TempDir) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(dir.join("udp-got"))
+        .expect("the responder kept what it got")
+        .lines()
+        .map(decode_hex)
+        .collect()
+}
+
+/// Datagram payloads of `cap` from port `from` to port `to`, in capture order (our reader), and
+/// the same from tshark.
+fn datagrams(cap: &support::pcap_reader::Capture, path: &Path, from: u16, to: u16) -> Vec<Vec<u8>> {
+    let ours: Vec<Vec<u8>> = cap
+        .udp
+        .iter()
+        .filter(|d| (d.src.port() == from || from == 0) && (d.dst.port() == to || to == 0))
+        .map(|d| d.payload.clone())
+        .collect();
+    let filter = match (from, to) {
+        (0, to) => format!("udp.dstport == {to}"),
+        (from, _) => format!("udp.srcport == {from}"),
+    };
+    let theirs: Vec<Vec<u8>> = tshark::fields(path, &filter, &["udp.payload"])
+        .lines()
+        .map(|l| decode_hex(&l.replace(':', "")))
+        .collect();
+    assert_eq!(
+        ours, theirs,
+        "tshark and our reader disagree on the datagrams"
+    );
+    ours
+}
+
+/// TCP and UDP through `syscall(SYS_…)` only: socket, connect, write, sendto, writev, sendmsg,
+/// dup, shutdown, read, recvfrom, readv, recvmsg and close on TCP; socket, sendmmsg of three
+/// datagrams, sendto, recvfrom (with and without an address), recvmsg, recvmmsg and close on UDP.
+#[test]
+fn syscall_tcp_and_udp() {
+    let dir = TempDir::new("syscall-io");
+    let exe = build(&dir, "syscall_io", "syscall_io", &["-O1"]);
+    let tcp_port = support::free_port();
+    let udp_port = support::free_port();
+    let got = dir.join("server-got");
+    let request = b"write;sendto;writev;sendmsg;dup;END\n".to_vec();
+    let reply: Vec<u8> = (0..200u32).map(|i| b'A' + (i % 26) as u8).collect();
+    let _tcp = servers::python(
+        RECORDING_SERVER,
+        &[
+            &tcp_port.to_string(),
+            got.to_str().expect("utf-8 path"),
+            &hex(b"END\n"),
+            &hex(&reply),
+        ],
+    );
+    servers::wait_tcp("127.0.0.1", tcp_port);
+    let _udp = udp_responder(&dir, udp_port, 4, b"echo:");
+    let cap = dir.join("s.pcap");
+    let received = dir.join("client-got");
+    support::run_ok(
+        &mut cli_run(
+            dir.path(),
+            &cap,
+            &exe,
+            &[
+                &tcp_port.to_string(),
+                &udp_port.to_string(),
+                received.to_str().expect("utf-8 path"),
+            ],
+        ),
+        LIMIT,
+    );
+    assert_eq!(std::fs::read(&got).expect("server's bytes"), request);
+    let sent: Vec<Vec<u8>> = [
+        "first datagram",
+        "second",
+        "third, the longest of the three",
+        "fourth",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    assert_eq!(udp_got(&dir), sent, "the responder got the four datagrams");
+    let echoes: Vec<Vec<u8>> = sent
+        .iter()
+        .map(|d| [b"echo:".as_slice(), d].concat())
+        .collect();
+    let mut client_got = reply.clone();
+    client_got.extend(echoes.concat());
+    assert_eq!(std::fs::read(&received).expect("client output"), client_got);
+
+    check_tcp(&cap, tcp_port, &request, &reply, true);
+    let ours = support::check_clean(&cap);
+    assert_eq!(datagrams(&ours, &cap, 0, udp_port), sent, "datagrams sent");
+    assert_eq!(
+        datagrams(&ours, &cap, udp_port, 0),
+        echoes,
+        "datagrams received"
+    );
+}
+
+/// dig (bind9-dnsutils) through Debian 12's libuv 1.44, which sends its query with
+/// `syscall(SYS_sendmmsg, …)` and receives with recvmsg: both datagrams, exactly as the responder
+/// saw and sent them.
+#[test]
+fn dig_through_libuv_sendmmsg() {
+    let dir = TempDir::new("dig");
+    let port = support::free_port();
+    // The answer: the query with QR and RA set and no records, so dig has nothing to retry.
+    let responder = r#"
+import socket, sys
+port, got_path, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", port))
+open(ready, "w").close()
+d, a = s.recvfrom(65536)
+r = d[:2] + bytes([0x81, 0x80]) + d[4:6] + b"\0\0\0\0\0\0" + d[12:]
+open(got_path, "w").write(d.hex() + "\n" + r.hex() + "\n")
+s.sendto(r, a)
+"#;
+    let ready = dir.join("ready");
+    let got = dir.join("got");
+    let _server = servers::python(
+        responder,
+        &[
+            &port.to_string(),
+            got.to_str().expect("utf-8 path"),
+            ready.to_str().expect("utf-8 path"),
+        ],
+    );
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < LIMIT, "the responder never bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cap = dir.join("d.pcap");
+    let out = support::run_ok(
+        &mut cli_run(
+            dir.path(),
+            &cap,
+            "dig",
+            &[
+                "+tries=1",
+                "+time=5",
+                "-p",
+                &port.to_string(),
+                "@127.0.0.1",
+                "example.com",
+            ],
+        ),
+        LIMIT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status: NOERROR"),
+        "dig got the answer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let exchanged: Vec<Vec<u8>> = std::fs::read_to_string(&got)
+        .expect("the responder kept the exchange")
+        .lines()
+        .map(decode_hex)
+        .collect();
+    let ours = support::check_clean(&cap);
+    assert_eq!(
+        datagrams(&ours, &cap, 0, port),
+        exchanged[..1],
+        "the query, sent with syscall(SYS_sendmmsg)"
+    );
+    assert_eq!(
+        datagrams(&ours, &cap, port, 0),
+        exchanged[1..],
+        "the answer"
+    );
+    assert_eq!(ours.packets, 2, "the two datagrams and nothing else");
+}

@@ -110,6 +110,8 @@ mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
 mod stdio;
+#[cfg(target_arch = "x86_64")]
+mod syscall;
 
 // ---- constructor ----------------------------------------------------------------------------
 
