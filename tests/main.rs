@@ -8,5 +8,6 @@ pub mod descriptors;
 pub mod exactness;
 mod filter;
 mod isolation;
+mod stdio_syscall;
 mod tls;
 mod wire;

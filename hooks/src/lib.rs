@@ -148,6 +148,9 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
 mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
+mod stdio;
+#[cfg(target_arch = "x86_64")]
+mod syscall;
 
 // ---- constructor ----------------------------------------------------------------------------
 

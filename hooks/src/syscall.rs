@@ -1,0 +1,483 @@
+//! libc's `syscall()` (issue 12, B): libuv 1.44 and earlier send datagrams with
+//! `syscall(SYS_sendmmsg, …)` and close with `syscall(SYS_close, …)` (Debian 12's libuv, under
+//! `dig`); other programs call `syscall(SYS_sendto, …)` and the like. The numbers the named hooks
+//! handle get the same bookkeeping here; every other number goes to the real `syscall` untouched.
+//!
+//! `syscall` itself is a trampoline without a frame of its own: it tests the number against a
+//! bitmap and *jumps* either to the real function or to [`dispatch`]. A call that must not run
+//! under an extra frame (`clone` and `vfork`, whose child returns through the caller's stack;
+//! `rt_sigreturn`; `exit`) therefore runs exactly as without us, and every other number costs a
+//! compare, a bit test and an indirect jump. The real call always goes through libc's own
+//! `syscall`, so its result is the raw system call's: -1 and `errno` on failure, as the program
+//! expects from `syscall()`, and no cancellation point where there was none.
+//!
+//! x86-64 only: elsewhere `syscall` is not interposed (on AArch64 the same shape would test `x0`).
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use libc::{c_int, c_long, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use netintercept_core::events;
+use netintercept_core::recorder::IoVecs;
+use netintercept_core::sys;
+
+use super::{addr_in, bytes, iovecs, message, passed_fds, record_message, ret_len, sendfile_start};
+
+/// The real `syscall`, resolved at load (or by the first call, if that comes earlier).
+static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+type SyscallFn =
+    unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
+
+/// The numbers [`dispatch`] handles (all below 512), one bit each.
+static HANDLED: [u64; 8] = handled();
+
+const fn handled() -> [u64; 8] {
+    const NUMBERS: &[c_long] = &[
+        libc::SYS_socket,
+        libc::SYS_connect,
+        libc::SYS_bind,
+        libc::SYS_listen,
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_shutdown,
+        libc::SYS_close,
+        libc::SYS_close_range,
+        libc::SYS_getsockopt,
+        libc::SYS_write,
+        libc::SYS_sendto,
+        libc::SYS_writev,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
+        libc::SYS_sendfile,
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_readv,
+        libc::SYS_recvmsg,
+        libc::SYS_recvmmsg,
+        libc::SYS_dup,
+        libc::SYS_dup2,
+        libc::SYS_dup3,
+        libc::SYS_fcntl,
+        libc::SYS_open,
+        libc::SYS_openat,
+        libc::SYS_creat,
+        libc::SYS_eventfd,
+        libc::SYS_eventfd2,
+        libc::SYS_epoll_create,
+        libc::SYS_epoll_create1,
+        libc::SYS_timerfd_create,
+        libc::SYS_memfd_create,
+        libc::SYS_signalfd,
+        libc::SYS_signalfd4,
+        libc::SYS_inotify_init,
+        libc::SYS_inotify_init1,
+        libc::SYS_pipe,
+        libc::SYS_pipe2,
+        libc::SYS_socketpair,
+    ];
+    let mut bits = [0u64; 8];
+    let mut i = 0;
+    while i < NUMBERS.len() {
+        let n = NUMBERS[i] as usize;
+        assert!(n < 512, "the bitmap covers numbers below 512");
+        bits[n / 64] |= 1 << (n % 64);
+        i += 1;
+    }
+    bits
+}
+
+/// `syscall(number, a1, …, a6)`: the number in `rdi`, the arguments in `rsi`, `rdx`, `rcx`,
+/// `r8`, `r9` and on the stack, as for a non-variadic function of seven arguments; both targets
+/// receive them untouched.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn syscall() {
+    std::arch::naked_asm!(
+        // A number we handle: to `dispatch`, with the caller's registers and stack.
+        "cmp rdi, 511",
+        "ja 2f",
+        "bt qword ptr [rip + {handled}], rdi",
+        "jc {dispatch}",
+        // Anything else: straight to the real function.
+        "2:",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        // Not resolved yet (a call before our constructor ran): resolve, keeping the argument
+        // registers (the seventh argument is on the stack, above what we push), then jump.
+        "3:",
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "push rcx",
+        "push r8",
+        "push r9",
+        // Six pushes after the return address: 8 more to keep the stack 16-byte aligned.
+        "sub rsp, 8",
+        "call {resolve}",
+        "add rsp, 8",
+        "pop r9",
+        "pop r8",
+        "pop rcx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        handled = sym HANDLED,
+        dispatch = sym dispatch,
+        real = sym REAL,
+        resolve = sym resolve,
+    )
+}
+
+/// The real `syscall` (never null: a stand-in that fails with ENOSYS when libc has none).
+extern "C" fn resolve() -> *mut c_void {
+    let p = REAL.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: a NUL-terminated name; RTLD_NEXT is valid from a shared object.
+    let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"syscall".as_ptr()) };
+    if p.is_null() {
+        p = missing as *mut c_void;
+    }
+    REAL.store(p, Ordering::Release);
+    p
+}
+
+extern "C" fn missing() -> c_long {
+    sys::set_errno(libc::ENOSYS);
+    -1
+}
+
+extern "C" fn resolve_at_load() {
+    resolve();
+}
+
+// Resolved at load, so that the trampoline's slow path (a call into Rust before the jump) is
+// only taken by a call made before our constructor runs.
+#[used]
+#[link_section = ".init_array"]
+static RESOLVE_AT_LOAD: extern "C" fn() = resolve_at_load;
+
+fn real() -> SyscallFn {
+    // SAFETY: `resolve` gives libc's `syscall` (variadic in C; its arguments travel as those of
+    // this seven-argument type on x86-64) or `missing`, which ignores its arguments.
+    unsafe { std::mem::transmute::<*mut c_void, SyscallFn>(resolve()) }
+}
+
+/// Note the call's name for the record (pcapng comments say `call=syscall`).
+fn record(f: impl FnOnce()) {
+    const CALL: u16 = netintercept_core::record::call_id("syscall");
+    netintercept_core::guard::set_call_id(CALL);
+    events::record(f)
+}
+
+/// A handled number: the real system call through libc's `syscall`, then what the named hook
+/// would record.
+///
+/// # Safety
+/// The arguments are the caller's, for `syscall(2)`.
+unsafe extern "C" fn dispatch(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
+    let real = real();
+    let call = || {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        unsafe { real(n, a1, a2, a3, a4, a5, a6) }
+    };
+    let fd = a1 as c_int;
+    match n {
+        libc::SYS_close => {
+            if events::is_tracked(fd) {
+                // Recorded first: once closed, the number may be reused by another thread.
+                record(|| events::on_close(fd));
+            }
+            call()
+        }
+        libc::SYS_close_range => {
+            if a3 as c_int & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+                record(|| events::on_close_range(a1 as c_uint, a2 as c_uint));
+            }
+            call()
+        }
+        libc::SYS_read | libc::SYS_recvfrom if events::is_tracked(fd) => {
+            let (flags, addr, alen) = if n == libc::SYS_read {
+                (0, std::ptr::null_mut(), std::ptr::null_mut())
+            } else {
+                (a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t)
+            };
+            netintercept_core::guard::set_call_id(netintercept_core::record::call_id("syscall"));
+            // SAFETY: the caller's recvfrom(2) arguments (read is recvfrom without flags or
+            // address on a socket); see the read hook.
+            unsafe {
+                super::receive(
+                    fd,
+                    a2 as *mut c_void,
+                    a3 as size_t,
+                    flags,
+                    addr,
+                    alen,
+                    || call() as ssize_t,
+                ) as c_long
+            }
+        }
+        libc::SYS_sendmsg => {
+            // SAFETY: the caller's arguments for sendmsg(2).
+            unsafe { sendmsg(fd, a2 as *const msghdr, call) }
+        }
+        libc::SYS_recvmsg if events::is_tracked(fd) => {
+            // SAFETY: the caller's arguments for recvmsg(2).
+            unsafe { recvmsg(fd, a2 as *mut msghdr, a3 as c_int, call) }
+        }
+        _ => {
+            let ret = call();
+            let errno = sys::errno();
+            // SAFETY: the system call `n` just ran with these arguments and returned `ret`.
+            unsafe { after(n, [a1, a2, a3, a4, a5, a6], ret, errno) };
+            sys::set_errno(errno);
+            ret
+        }
+    }
+}
+
+/// What the named hooks record after the call, for the numbers recorded afterwards.
+///
+/// # Safety
+/// System call `n` just ran with `a` and returned `ret` (with `errno`).
+unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
+    let fd = a[0] as c_int;
+    let new = ret as c_int;
+    match n {
+        libc::SYS_socket if ret >= 0 => record(|| events::on_socket(new, fd, a[1] as c_int)),
+        libc::SYS_connect if events::is_tracked(fd) => {
+            // SAFETY: the caller passed `a[1]` valid for `a[2]` bytes to connect.
+            let remote = unsafe { addr_in(a[1] as *const sockaddr, a[2] as socklen_t) };
+            record(|| events::on_connect(fd, remote, new, errno));
+        }
+        libc::SYS_bind if ret == 0 && events::is_tracked(fd) => record(|| events::on_bind(fd)),
+        libc::SYS_listen if ret == 0 && events::is_tracked(fd) => record(|| events::on_listen(fd)),
+        libc::SYS_accept | libc::SYS_accept4 if ret >= 0 && events::is_tracked(fd) => {
+            record(|| events::on_accept(fd, new))
+        }
+        libc::SYS_shutdown if ret == 0 && events::is_tracked(fd) => {
+            record(|| events::on_shutdown(fd, a[1] as c_int))
+        }
+        libc::SYS_getsockopt
+            if ret == 0
+                && a[1] as c_int == libc::SOL_SOCKET
+                && a[2] as c_int == libc::SO_ERROR
+                && a[3] != 0
+                && events::is_tracked(fd) =>
+        {
+            // SAFETY: SO_ERROR succeeded, so the kernel wrote an int at `a[3]`.
+            let value = unsafe { std::ptr::read_unaligned(a[3] as *const c_int) };
+            record(|| events::on_so_error(fd, value));
+        }
+        libc::SYS_write | libc::SYS_sendto if events::is_tracked(fd) => {
+            let sent = ret as ssize_t;
+            // SAFETY: the kernel read `ret` bytes from the buffer, and the address (sendto).
+            let data = unsafe { bytes(a[1] as *const c_void, ret_len(sent)) };
+            let dest = if n == libc::SYS_sendto {
+                // SAFETY: as above.
+                unsafe { addr_in(a[4] as *const sockaddr, a[5] as socklen_t) }
+            } else {
+                None
+            };
+            record(|| events::on_send_result(fd, sent, errno, &data, dest));
+        }
+        libc::SYS_writev if events::is_tracked(fd) => {
+            // SAFETY: the kernel read the iovecs and `ret` bytes through them.
+            let iov = unsafe { iovecs(a[1] as *const iovec, (a[2] as c_int).max(0) as usize) };
+            let data = IoVecs {
+                iov,
+                total: ret_len(ret as ssize_t),
+            };
+            record(|| events::on_send_result(fd, ret as ssize_t, errno, &data, None));
+        }
+        libc::SYS_sendmmsg if events::is_tracked(fd) && a[1] != 0 => {
+            let msgs = a[1] as *const mmsghdr;
+            for i in 0..ret.max(0) as usize {
+                // SAFETY: the kernel sent the first `ret` messages and set their msg_len.
+                let m = unsafe { &*msgs.add(i) };
+                // SAFETY: as above.
+                let (data, dest) = unsafe { message(&m.msg_hdr, m.msg_len as usize) };
+                record(|| events::on_send_result(fd, m.msg_len as isize, errno, &data, dest));
+            }
+            if ret < 0 {
+                record(|| events::on_io_error(fd, errno));
+            }
+        }
+        libc::SYS_readv if events::is_tracked(fd) => {
+            // SAFETY: the kernel filled `ret` bytes through the iovecs.
+            let iov = unsafe { iovecs(a[1] as *const iovec, (a[2] as c_int).max(0) as usize) };
+            let requested = iov.iter().map(|v| v.iov_len).sum();
+            let data = IoVecs {
+                iov,
+                total: ret_len(ret as ssize_t),
+            };
+            record(|| events::on_receive_result(fd, ret as ssize_t, requested, errno, &data, None));
+        }
+        libc::SYS_recvmmsg if events::is_tracked(fd) && a[1] != 0 => {
+            let msgs = a[1] as *const mmsghdr;
+            for i in 0..ret.max(0) as usize {
+                // SAFETY: the kernel filled the first `ret` messages and their msg_len.
+                let m = unsafe { &*msgs.add(i) };
+                netintercept_core::guard::set_call_id(netintercept_core::record::call_id(
+                    "syscall",
+                ));
+                // SAFETY: as above.
+                unsafe {
+                    record_message(fd, &m.msg_hdr, m.msg_len as ssize_t, errno, a[3] as c_int)
+                };
+            }
+            if ret < 0 {
+                record(|| events::on_io_error(fd, errno));
+            }
+        }
+        libc::SYS_sendfile if ret > 0 && events::is_tracked(fd) => {
+            // The offset after the call is the start plus what was sent: sendfile(2) advanced
+            // either `*offset` or the file's own offset by `ret`.
+            // SAFETY: the caller's offset pointer, null or valid.
+            let end = unsafe { sendfile_start(a[1] as c_int, a[2] as *const libc::off_t) };
+            if let Some(end) = end {
+                let start = end - ret;
+                record(|| events::on_sendfile(fd, a[1] as c_int, start, ret as usize));
+            }
+        }
+        libc::SYS_dup if ret >= 0 && (events::is_tracked(fd) || events::is_tracked(new)) => {
+            record(|| events::on_dup(fd, new))
+        }
+        libc::SYS_dup2 | libc::SYS_dup3
+            if ret >= 0 && (events::is_tracked(fd) || events::is_tracked(a[1] as c_int)) =>
+        {
+            record(|| events::on_dup(fd, a[1] as c_int))
+        }
+        libc::SYS_fcntl
+            if ret >= 0
+                && (a[1] as c_int == libc::F_DUPFD || a[1] as c_int == libc::F_DUPFD_CLOEXEC)
+                && events::is_tracked(fd) =>
+        {
+            record(|| events::on_dup(fd, new))
+        }
+        // Not a tracked socket (that case went to `recvmsg`): a unix socket may carry internet
+        // sockets from another process (SCM_RIGHTS).
+        libc::SYS_recvmsg if ret >= 0 && a[1] != 0 => {
+            // SAFETY: recvmsg just filled the caller's msghdr.
+            let m = unsafe { &*(a[1] as *const msghdr) };
+            if !m.msg_control.is_null() && m.msg_controllen > 0 {
+                // SAFETY: the kernel filled msg_controllen bytes of control data.
+                let fds = unsafe { passed_fds(m) };
+                if !fds.is_empty() {
+                    record(|| events::on_received_fds(fd, &fds));
+                }
+            }
+        }
+        libc::SYS_pipe | libc::SYS_pipe2 if ret == 0 && a[0] != 0 => {
+            // SAFETY: the call succeeded, so it wrote two descriptors at `a[0]`.
+            let pair = unsafe { std::ptr::read_unaligned(a[0] as *const [c_int; 2]) };
+            record(|| events::on_new_fds(&pair));
+        }
+        libc::SYS_socketpair if ret == 0 && a[3] != 0 => {
+            // SAFETY: the call succeeded, so it wrote two descriptors at `a[3]`.
+            let pair = unsafe { std::ptr::read_unaligned(a[3] as *const [c_int; 2]) };
+            record(|| events::on_new_fds(&pair));
+        }
+        libc::SYS_open
+        | libc::SYS_openat
+        | libc::SYS_creat
+        | libc::SYS_eventfd
+        | libc::SYS_eventfd2
+        | libc::SYS_epoll_create
+        | libc::SYS_epoll_create1
+        | libc::SYS_timerfd_create
+        | libc::SYS_memfd_create
+        | libc::SYS_signalfd
+        | libc::SYS_signalfd4
+        | libc::SYS_inotify_init
+        | libc::SYS_inotify_init1
+            if ret >= 0 =>
+        {
+            record(|| events::on_new_fds(&[new]))
+        }
+        _ => {}
+    }
+}
+
+/// sendmsg through `syscall`: descriptors passed in SCM_RIGHTS before, the bytes after.
+///
+/// # Safety
+/// `msg` is the caller's msghdr for sendmsg(2), null or valid.
+unsafe fn sendmsg(fd: c_int, msg: *const msghdr, call: impl FnOnce() -> c_long) -> c_long {
+    if !msg.is_null() {
+        // SAFETY: the caller's msghdr, about to be sent; only its control data is read.
+        let m = unsafe { &*msg };
+        if !m.msg_control.is_null() && m.msg_controllen > 0 {
+            // SAFETY: the caller passed msg_controllen bytes of control data.
+            let fds = unsafe { passed_fds(m) };
+            if !fds.is_empty() {
+                record(|| events::on_passed_fds(fd, &fds));
+            }
+        }
+    }
+    let ret = call();
+    if events::is_tracked(fd) && !msg.is_null() {
+        let errno = sys::errno();
+        // SAFETY: sendmsg just used `*msg`.
+        let (data, dest) = unsafe { message(&*msg, ret_len(ret as ssize_t)) };
+        record(|| events::on_send_result(fd, ret as ssize_t, errno, &data, dest));
+    }
+    ret
+}
+
+/// recvmsg through `syscall` on a tracked socket: the recvmsg hook's bookkeeping, the sender of
+/// a datagram asked for with our own name buffer when the caller passed none.
+///
+/// # Safety
+/// `msg` is the caller's msghdr for recvmsg(2), null or valid.
+unsafe fn recvmsg(
+    fd: c_int,
+    msg: *mut msghdr,
+    flags: c_int,
+    call: impl FnOnce() -> c_long,
+) -> c_long {
+    if msg.is_null() {
+        return call();
+    }
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut own: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: `msg` is the caller's valid msghdr.
+    let m = unsafe { &mut *msg };
+    let substitute = m.msg_name.is_null() && events::is_datagram(fd);
+    let saved_len = m.msg_namelen;
+    if substitute {
+        m.msg_name = &mut own as *mut _ as *mut c_void;
+        m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    }
+    let ret = call();
+    let errno = sys::errno();
+    netintercept_core::guard::set_call_id(netintercept_core::record::call_id("syscall"));
+    // SAFETY: recvmsg just filled `*msg`.
+    unsafe { record_message(fd, m, ret as ssize_t, errno, flags) };
+    if ret >= 0 && !m.msg_control.is_null() {
+        // SAFETY: the kernel filled msg_controllen bytes of control data.
+        let fds = unsafe { passed_fds(m) };
+        if !fds.is_empty() {
+            record(|| events::on_received_fds(fd, &fds));
+        }
+    }
+    if substitute {
+        m.msg_name = std::ptr::null_mut();
+        m.msg_namelen = saved_len;
+    }
+    sys::set_errno(errno);
+    ret
+}
