@@ -21,6 +21,8 @@ pub struct RealFn {
 pub const LIBSSL: &[&CStr] = &[c"libssl.so.3", c"libssl.so.1.1", c"libssl.so"];
 /// NSPR.
 pub const LIBNSPR: &[&CStr] = &[c"libnspr4.so"];
+/// GnuTLS 3.
+pub const LIBGNUTLS: &[&CStr] = &[c"libgnutls.so.30"];
 
 impl RealFn {
     /// A symbol to resolve on first use.

@@ -105,6 +105,8 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
     unsafe { std::slice::from_raw_parts(iov, n) }
 }
 
+#[cfg(feature = "gnutls")]
+mod gnutls;
 #[cfg(feature = "nspr")]
 mod nspr;
 #[cfg(feature = "openssl")]

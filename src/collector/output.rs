@@ -143,6 +143,7 @@ impl Outputs {
         let library = match call {
             c if c.starts_with("SSL_") => " tls=OpenSSL",
             c if c.starts_with("PR_") => " tls=NSS",
+            c if c.starts_with("gnutls_") => " tls=GnuTLS",
             _ => "",
         };
         let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");
