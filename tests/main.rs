@@ -8,3 +8,4 @@ pub mod descriptors;
 mod filter;
 mod isolation;
 mod tls;
+mod tls_gnutls;
