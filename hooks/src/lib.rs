@@ -111,6 +111,8 @@ mod gnutls;
 mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
+#[cfg(feature = "openssl")]
+mod openssl_bio;
 
 // ---- constructor ----------------------------------------------------------------------------
 
