@@ -8,4 +8,5 @@ pub mod descriptors;
 mod filter;
 mod isolation;
 mod tls;
+mod tls_bio;
 mod tls_gnutls;
