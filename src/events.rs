@@ -346,3 +346,32 @@ pub fn on_tls_eof(ssl: usize) {
     r.ssl = ssl as u64;
     emit(&r);
 }
+
+/// SSL object `ssl` has no descriptor; its read and write BIOs are memory BIOs (0 for one that is
+/// not), which the program fills from and drains to a socket itself.
+pub fn on_tls_bios(ssl: usize, rbio: usize, wbio: usize) {
+    if !tls::mode().decrypts() {
+        return;
+    }
+    let mut r = rec(Kind::TlsBios, -1);
+    r.ssl = ssl as u64;
+    r.arg0 = rbio as i64;
+    r.arg1 = wbio as i64;
+    emit(&r);
+}
+
+/// The program moved `data`, ciphertext that starts with a TLS handshake record, through memory
+/// BIO `bio`: read out of it (`side` Local, on its way to the peer) or written into it (`side`
+/// Remote, from the peer). Only its first bytes are recorded: the collector needs them to know
+/// the chunk again on a socket, where the whole of it is recorded anyway.
+pub fn on_tls_cipher(bio: usize, side: synth::Side, data: &[u8]) {
+    if !tls::mode().decrypts() || !tls::starts_handshake(data) {
+        return;
+    }
+    let mut r = rec(Kind::TlsCipher, -1);
+    r.arg0 = bio as i64;
+    r.arg1 = matches!(side, synth::Side::Remote) as i64;
+    r.ret = data.len() as i64;
+    let head = &data[..data.len().min(tls::CIPHER_HEAD)];
+    recorder::emit(&r, head.len(), &head);
+}

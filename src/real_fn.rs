@@ -19,8 +19,12 @@ pub struct RealFn {
 
 /// The OpenSSL libraries whose exports have the same names.
 pub const LIBSSL: &[&CStr] = &[c"libssl.so.3", c"libssl.so.1.1", c"libssl.so"];
+/// OpenSSL's libcrypto (BIOs).
+pub const LIBCRYPTO: &[&CStr] = &[c"libcrypto.so.3", c"libcrypto.so.1.1", c"libcrypto.so"];
 /// NSPR.
 pub const LIBNSPR: &[&CStr] = &[c"libnspr4.so"];
+/// GnuTLS 3.
+pub const LIBGNUTLS: &[&CStr] = &[c"libgnutls.so.30"];
 
 impl RealFn {
     /// A symbol to resolve on first use.

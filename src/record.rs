@@ -70,6 +70,14 @@ pub enum Kind {
     TlsData = 31,
     /// The TLS peer of `ssl` closed its session (close_notify).
     TlsEof = 32,
+    /// SSL object `ssl` has no descriptor: it reads its ciphertext from memory BIO `arg0` and
+    /// writes it to memory BIO `arg1` (0: that side is not a memory BIO), and the program moves
+    /// it between them and a socket itself.
+    TlsBios = 33,
+    /// The program read a TLS handshake record's ciphertext out of memory BIO `arg0` (`arg1` 0:
+    /// on its way to the peer) or wrote it in (`arg1` 1: it came from the peer); `ret` is the
+    /// chunk's length and `data` its first bytes, enough to know it again on a socket.
+    TlsCipher = 34,
 }
 
 impl Kind {
@@ -99,6 +107,8 @@ impl Kind {
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,
+            33 => TlsBios,
+            34 => TlsCipher,
             _ => return None,
         })
     }
@@ -256,6 +266,15 @@ pub const CALLS: &[&str] = &[
     "PR_ConnectContinue",
     "SSL_ForceHandshake",
     "PR_Close",
+    "gnutls_record_send",
+    "gnutls_record_send2",
+    "gnutls_record_send_range",
+    "gnutls_record_uncork",
+    "gnutls_record_recv",
+    "gnutls_record_recv_seq",
+    "gnutls_record_recv_packet",
+    "gnutls_handshake",
+    "gnutls_bye",
     "open",
     "open64",
     "openat",
@@ -327,6 +346,12 @@ pub const CALLS: &[&str] = &[
     "__getdelim",
     "fclose",
     "syscall",
+    "BIO_read",
+    "BIO_write",
+    "BIO_read_ex",
+    "BIO_write_ex",
+    "BIO_gets",
+    "BIO_puts",
 ];
 
 /// The number of call `name` (0 when it is not in [`CALLS`]); usable in constants.

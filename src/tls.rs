@@ -5,7 +5,9 @@
 //! inside an SSL call are ciphertext, and they also tell which descriptor an SSL object uses when
 //! `SSL_get_fd` cannot (a custom BIO, as curl's). A connection becomes TLS at the first SSL call
 //! or the first ciphertext seen inside one, so a ClientHello is never written as data; bytes sent
-//! in the clear before that (a STARTTLS exchange) stay, as they really were plaintext.
+//! in the clear before that (a STARTTLS exchange) stay, as they really were plaintext. An SSL
+//! object on memory BIOs (Python's asyncio) makes no socket call at all: the collector ties it
+//! to its socket by the handshake bytes the program moves between the two (`collector::mem_bio`).
 //! `NETINTERCEPT_TLS=raw` records the wire bytes only, as if no TLS library were hooked.
 //! `NETINTERCEPT_TLS=both` records the wire bytes on the connection's own stream and the
 //! plaintext on a parallel stream (same addresses and server port, the client's port XOR 0x8000:
@@ -59,6 +61,16 @@ fn parse(value: Option<&str>) -> (Mode, Option<String>) {
             )),
         ),
     }
+}
+
+/// How many first bytes of a ciphertext chunk identify it (see `on_tls_cipher`): the record
+/// header and the start of the hello, whose 32 random bytes begin at byte 11.
+pub const CIPHER_HEAD: usize = 32;
+
+/// Whether `bytes` start with a TLS handshake record (content type 22, version 3.0 to 3.4): what
+/// each side of a TLS connection sends first, the ClientHello and the ServerHello.
+pub fn starts_handshake(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x16, 0x03, minor, ..] if *minor <= 4)
 }
 
 thread_local! {

@@ -10,4 +10,6 @@ mod filter;
 mod isolation;
 mod stdio_syscall;
 mod tls;
+mod tls_bio;
+mod tls_gnutls;
 mod wire;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::support::{self, servers, TempDir};
 
-const LIMIT: Duration = Duration::from_secs(120);
-const BODY: &[u8] = b"<html>secret page body, decrypted by netintercept</html>\n";
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const BODY: &[u8] = b"<html>secret page body, decrypted by netintercept</html>\n";
 
 /// A self-signed certificate and a page, in `dir`.
-fn make_site(dir: &Path) {
+pub(crate) fn make_site(dir: &Path) {
     let st = Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
@@ -28,7 +28,7 @@ fn make_site(dir: &Path) {
     std::fs::write(dir.join("index.html"), BODY).expect("page");
 }
 
-fn s_server(dir: &Path, host: &str, port: u16) -> servers::Server {
+pub(crate) fn s_server(dir: &Path, host: &str, port: u16) -> servers::Server {
     let accept = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -52,7 +52,7 @@ fn s_server(dir: &Path, host: &str, port: u16) -> servers::Server {
 
 /// The capture is clean, holds one connection to `port` whose client stream is exactly a GET of
 /// /index.html and whose server stream ends with the page: plaintext only, no TLS record.
-fn assert_plaintext(cap: &Path, port: u16) {
+pub(crate) fn assert_plaintext(cap: &Path, port: u16) {
     let ours = support::check_clean(cap);
     let up = ours.to_port(port);
     let down = ours.sent_from_port(port);
@@ -180,7 +180,7 @@ fn openssl_s_client_request_on_stdin_is_decrypted() {
 // The traced server is python3's ssl http.server (SSL_accept, SSL_read_ex, SSL_write_ex).
 // `openssl s_server -WWW` would not do: it reads and writes through an SSL BIO, whose calls to
 // SSL_read stay inside libssl where no preload can see them (see the README's limits).
-const HTTPS_SERVER: &str = r#"
+pub(crate) const HTTPS_SERVER: &str = r#"
 import http.server, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain("cert.pem", "key.pem")

@@ -144,10 +144,15 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
     unsafe { std::slice::from_raw_parts(iov, n) }
 }
 
+mod after;
+#[cfg(feature = "gnutls")]
+mod gnutls;
 #[cfg(feature = "nspr")]
 mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
+#[cfg(feature = "openssl")]
+mod openssl_bio;
 mod stdio;
 #[cfg(target_arch = "x86_64")]
 mod syscall;
@@ -183,16 +188,9 @@ hook!(REAL_SOCKET, fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int
 hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        let (family, remote) = if ret == 0 || address_was_read(errno) {
-            // SAFETY: the kernel read `len` bytes at `addr` for this call without a fault.
-            unsafe { (family_of(addr, len), addr_in(addr, len)) }
-        } else {
-            (-1, None)
-        };
-        record(|| events::on_connect(fd, family, remote, ret, errno));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to connect.
+    unsafe { after::connect(CALL, fd, addr, len, ret, errno) };
     ret
 });
 
@@ -253,11 +251,8 @@ hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
 hook!(REAL_GETSOCKOPT, fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, level, name, val, len) };
-    if ret == 0 && level == libc::SOL_SOCKET && name == libc::SO_ERROR && !val.is_null() && events::is_tracked(fd) {
-        // SAFETY: SO_ERROR succeeded, so the kernel wrote an int at `val`.
-        let value = unsafe { std::ptr::read_unaligned(val as *const c_int) };
-        record(|| events::on_so_error(fd, value));
-    }
+    // SAFETY: the arguments just passed to getsockopt.
+    unsafe { after::getsockopt(CALL, fd, level, name, val, ret) };
     ret
 });
 
@@ -266,58 +261,36 @@ hook!(REAL_GETSOCKOPT, fn getsockopt(fd: c_int, level: c_int, name: c_int, val: 
 hook!(REAL_WRITE, fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, count) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        // SAFETY: the kernel read `ret` bytes from `buf`.
-        let data = unsafe { bytes(buf, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, 0, &data, None));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to write (sendto without flags or address).
+    unsafe { after::send(CALL, fd, buf, 0, std::ptr::null(), 0, ret, errno) };
     ret
 });
 
 hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        // SAFETY: the kernel read `ret` bytes from `buf`.
-        let data = unsafe { bytes(buf, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, flags, &data, None));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to send (sendto without an address).
+    unsafe { after::send(CALL, fd, buf, flags, std::ptr::null(), 0, ret, errno) };
     ret
 });
 
 hook!(REAL_SENDTO, fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, buf, len, flags, addr, alen) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        // A destination is read only when the kernel took it: on success, or a Fast Open send
-        // that started connecting (EINPROGRESS); a failed call may have faulted on it.
-        let dest = if ret >= 0 || errno == libc::EINPROGRESS {
-            // SAFETY: the kernel copied `alen` bytes from `addr` for this call.
-            unsafe { addr_in(addr, alen) }
-        } else {
-            None
-        };
-        // SAFETY: the kernel read `ret` bytes from `buf`.
-        let data = unsafe { bytes(buf, ret_len(ret)) };
-        record(|| events::on_send_result(fd, ret, errno, flags, &data, dest));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to sendto.
+    unsafe { after::send(CALL, fd, buf, flags, addr, alen, ret, errno) };
     ret
 });
 
 hook!(REAL_WRITEV, fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, iov, n) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
-        let count = if ret >= 0 { n.max(0) as usize } else { 0 };
-        // SAFETY: the kernel read `count` iovecs and `ret` bytes through them.
-        let data = IoVecs { iov: unsafe { iovecs(iov, count) }, total: ret_len(ret) };
-        record(|| events::on_send_result(fd, ret, errno, 0, &data, None));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to writev.
+    unsafe { after::writev(CALL, fd, iov, n, ret, errno) };
     ret
 });
 
@@ -341,47 +314,18 @@ unsafe fn message<'a>(msg: &'a msghdr, sent: usize) -> (IoVecs<'a>, Option<Socke
 hook!(REAL_SENDMSG, fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msg, flags) };
-    // The caller's message is read only after the kernel accepted it: before, or after a
-    // failure, it may be unreadable (the kernel's EFAULT must not become our SIGSEGV).
-    if ret >= 0 && !msg.is_null() {
-        let errno = sys::errno();
-        // SAFETY: sendmsg just read `*msg`, its control data and `ret` bytes of its iovecs.
-        let m = unsafe { &*msg };
-        if !m.msg_control.is_null() && m.msg_controllen > 0 {
-            // SAFETY: as above.
-            let fds = unsafe { passed_fds(m) };
-            if !fds.is_empty() {
-                record(|| events::on_passed_fds(fd, &fds));
-            }
-        }
-        if events::is_tracked(fd) {
-            // SAFETY: as above.
-            let (data, dest) = unsafe { message(m, ret_len(ret)) };
-            record(|| events::on_send_result(fd, ret, errno, flags, &data, dest));
-        }
-    } else if ret < 0 && events::is_tracked(fd) {
-        let errno = sys::errno();
-        record(|| events::on_send_result(fd, ret, errno, flags, &events::NOTHING, None));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to sendmsg.
+    unsafe { after::sendmsg(CALL, fd, msg, flags, ret, errno) };
     ret
 });
 
 hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags) };
-    if events::is_tracked(fd) && !msgs.is_null() {
-        let errno = sys::errno();
-        for i in 0..ret.max(0) as usize {
-            // SAFETY: the kernel sent the first `ret` messages of `msgs` and set their msg_len.
-            let m = unsafe { &*msgs.add(i) };
-            // SAFETY: as above.
-            let (data, dest) = unsafe { message(&m.msg_hdr, m.msg_len as usize) };
-            record(|| events::on_send_result(fd, m.msg_len as isize, errno, flags, &data, dest));
-        }
-        if ret < 0 {
-            record(|| events::on_io_error(fd, errno));
-        }
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to sendmmsg.
+    unsafe { after::sendmmsg(CALL, fd, msgs, flags, ret, errno) };
     ret
 });
 
@@ -393,7 +337,9 @@ hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
 ///
 /// # Safety
 /// The arguments are those of recvfrom(2) as the caller passed them.
+#[allow(clippy::too_many_arguments)]
 unsafe fn receive(
+    call: u16,
     fd: c_int,
     buf: *mut c_void,
     len: size_t,
@@ -458,7 +404,9 @@ unsafe fn receive(
         // SAFETY: the call succeeded, so `addr`/`alen` are null or were written by the kernel.
         unsafe { addr_out(addr, alen) }
     };
-    record(|| events::on_receive_result(fd, ret, len, errno, flags, &data, src));
+    after::note(call, || {
+        events::on_receive_result(fd, ret, len, errno, flags, &data, src)
+    });
     ret
 }
 
@@ -479,7 +427,7 @@ hook!(REAL_READ, fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t,
         return unsafe { real(fd, buf, count) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, count, 0, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, count)) }
+    unsafe { receive(CALL, fd, buf, count, 0, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, count)) }
 });
 
 hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t, |real| {
@@ -488,7 +436,7 @@ hook!(REAL_RECV, fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int)
         return unsafe { real(fd, buf, len, flags) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, len, flags)) }
+    unsafe { receive(CALL, fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, len, flags)) }
 });
 
 hook!(REAL_RECVFROM, fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
@@ -497,7 +445,7 @@ hook!(REAL_RECVFROM, fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags
         return unsafe { real(fd, buf, len, flags, addr, alen) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, len, flags, addr, alen, || real(fd, buf, len, flags, addr, alen)) }
+    unsafe { receive(CALL, fd, buf, len, flags, addr, alen, || real(fd, buf, len, flags, addr, alen)) }
 });
 
 hook!(REAL_READ_CHK, fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t, |real| {
@@ -508,7 +456,7 @@ hook!(REAL_READ_CHK, fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, b
         return unsafe { real(fd, buf, count, buflen) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, count, 0, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, count, buflen)) }
+    unsafe { receive(CALL, fd, buf, count, 0, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, count, buflen)) }
 });
 
 hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t, |real| {
@@ -518,7 +466,7 @@ hook!(REAL_RECV_CHK, fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buf
         return unsafe { real(fd, buf, len, buflen, flags) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, len, buflen, flags)) }
+    unsafe { receive(CALL, fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut(), || real(fd, buf, len, buflen, flags)) }
 });
 
 hook!(REAL_RECVFROM_CHK, fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t, |real| {
@@ -528,44 +476,17 @@ hook!(REAL_RECVFROM_CHK, fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: siz
         return unsafe { real(fd, buf, len, buflen, flags, addr, alen) };
     }
     // SAFETY: forwarding the caller's arguments; see `receive`.
-    unsafe { receive(fd, buf, len, flags, addr, alen, || real(fd, buf, len, buflen, flags, addr, alen)) }
+    unsafe { receive(CALL, fd, buf, len, flags, addr, alen, || real(fd, buf, len, buflen, flags, addr, alen)) }
 });
 
 hook!(REAL_READV, fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, iov, n) };
-    if events::is_tracked(fd) {
-        let errno = sys::errno();
-        // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
-        let count = if ret >= 0 { n.max(0) as usize } else { 0 };
-        // SAFETY: the kernel read `count` iovecs and filled `ret` bytes through them.
-        let iov = unsafe { iovecs(iov, count) };
-        let data = IoVecs { iov, total: ret_len(ret) };
-        record(|| events::on_receive_result(fd, ret, iov_total(iov), errno, 0, &data, None));
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to readv.
+    unsafe { after::readv(CALL, fd, iov, n, ret, errno) };
     ret
 });
-
-/// Record one received message (after recvmsg/recvmmsg filled it with `got` bytes).
-///
-/// # Safety
-/// `msg` is a valid msghdr the kernel just filled.
-unsafe fn record_message(fd: c_int, msg: &msghdr, got: ssize_t, errno: c_int, flags: c_int) {
-    if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
-        // See `receive`: nothing moved, or nothing from the peer.
-        return;
-    }
-    // SAFETY: per the contract.
-    let iov = unsafe { iovecs(msg.msg_iov, msg.msg_iovlen) };
-    let requested = iov_total(iov);
-    let data = IoVecs {
-        iov,
-        total: filled(got, requested, flags, events::is_datagram(fd)),
-    };
-    // SAFETY: per the contract; the kernel set msg_namelen.
-    let src = unsafe { addr_in(msg.msg_name as *const sockaddr, msg.msg_namelen) };
-    record(|| events::on_receive_result(fd, got, requested, errno, flags, &data, src));
-}
 
 /// Descriptors received in SCM_RIGHTS control messages.
 ///
@@ -621,47 +542,18 @@ hook!(REAL_RECVMSG, fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssi
     // destination); recv, recvfrom and read lend their own address buffer instead.
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msg, flags) };
-    if ret < 0 || msg.is_null() {
-        if events::is_tracked(fd) {
-            let errno = sys::errno();
-            record(|| events::on_receive_result(fd, ret, 0, errno, flags, &events::NOTHING, None));
-        }
-        return ret;
-    }
     let errno = sys::errno();
-    // SAFETY: recvmsg succeeded, so it read `*msg` and wrote its name, length, control data
-    // and `ret` bytes through its iovecs.
-    let m = unsafe { &*msg };
-    if events::is_tracked(fd) {
-        // SAFETY: as above.
-        unsafe { record_message(fd, m, ret, errno, flags) };
-    }
-    // A unix socket may carry internet sockets from another process (SCM_RIGHTS).
-    if !m.msg_control.is_null() && m.msg_controllen > 0 {
-        // SAFETY: the kernel filled msg_controllen bytes of control data.
-        let fds = unsafe { passed_fds(m) };
-        if !fds.is_empty() {
-            record(|| events::on_received_fds(fd, &fds));
-        }
-    }
+    // SAFETY: the arguments just passed to recvmsg.
+    unsafe { after::recvmsg(CALL, fd, msg, flags, ret, errno) };
     ret
 });
 
 hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, msgs, vlen, flags, timeout) };
-    if events::is_tracked(fd) && !msgs.is_null() {
-        let errno = sys::errno();
-        for i in 0..ret.max(0) as usize {
-            // SAFETY: the kernel filled the first `ret` messages and their msg_len.
-            let m = unsafe { &*msgs.add(i) };
-            // SAFETY: as above.
-            unsafe { record_message(fd, &m.msg_hdr, m.msg_len as ssize_t, errno, flags) };
-        }
-        if ret < 0 {
-            record(|| events::on_receive_result(fd, -1, 0, errno, flags, &events::NOTHING, None));
-        }
-    }
+    let errno = sys::errno();
+    // SAFETY: the arguments just passed to recvmmsg.
+    unsafe { after::recvmmsg(CALL, fd, msgs, flags, ret, errno) };
     ret
 });
 

@@ -3,7 +3,8 @@
 //! Each SSL call marks this thread as inside it (`tls::enter`), so the socket calls it makes are
 //! known to be ciphertext and tie the SSL object to its descriptor; the outermost call records the
 //! plaintext it moved. Real symbols are resolved at first call, with a fallback for a libssl that
-//! was loaded later with dlopen.
+//! was loaded later with dlopen. An SSL object with no descriptor tells the collector about its
+//! memory BIOs instead, and the SSL BIO's calls count as SSL calls (see `openssl_bio`).
 #![allow(non_snake_case)]
 
 use libc::{c_int, c_void, size_t};
@@ -12,12 +13,13 @@ use netintercept_core::real_fn::{RealFn, LIBSSL};
 use netintercept_core::{sys, tls};
 use synth::Side;
 
-use super::bytes;
+use super::{bytes, openssl_bio};
 
 static REAL_SSL_GET_FD: RealFn = RealFn::in_libs(c"SSL_get_fd", LIBSSL);
 
-/// Enter an SSL call on `ssl`, learning its descriptor where `SSL_get_fd` knows it.
-fn enter(ssl: *mut c_void) -> usize {
+/// Enter an SSL call on `ssl`, learning its descriptor where `SSL_get_fd` knows it, or its
+/// memory BIOs where it has no descriptor.
+pub(crate) fn enter(ssl: *mut c_void) -> usize {
     let prev = tls::enter(ssl as usize);
     if prev == 0 && tls::mode().decrypts() && !ssl.is_null() {
         let p = REAL_SSL_GET_FD.get();
@@ -29,6 +31,9 @@ fn enter(ssl: *mut c_void) -> usize {
             };
             // SAFETY: `ssl` is the live SSL object the program is calling with.
             let fd = unsafe { get_fd(ssl) };
+            if fd < 0 {
+                openssl_bio::note_memory_bios(ssl);
+            }
             sys::set_errno(saved);
             if fd >= 0 {
                 record(|| events::on_tls_fd(ssl as usize, fd));
@@ -60,14 +65,14 @@ fn peer_closed(ssl: *mut c_void, ret: c_int) -> bool {
 }
 
 /// A TLS read returned `ret`: a clean close_notify is the peer's end of the stream (its FIN).
-fn note_close(prev: usize, ssl: *mut c_void, ret: c_int) {
+pub(crate) fn note_close(prev: usize, ssl: *mut c_void, ret: c_int) {
     if prev == 0 && ret <= 0 && peer_closed(ssl, ret) {
         record(|| events::on_tls_eof(ssl as usize));
     }
 }
 
 /// Leave the call and record `n` plaintext bytes at `buf` moved by the outermost call.
-fn leave(
+pub(crate) fn leave(
     prev: usize,
     ssl: *mut c_void,
     side: Side,
@@ -106,7 +111,7 @@ hook!(REAL_SSL_WRITE in LIBSSL, fn SSL_write(ssl: *mut c_void, buf: *const c_voi
 ///
 /// # Safety
 /// `out` is null or valid.
-unsafe fn ex_count(ret: c_int, out: *const size_t) -> usize {
+pub(crate) unsafe fn ex_count(ret: c_int, out: *const size_t) -> usize {
     if ret == 1 && !out.is_null() {
         // SAFETY: per the contract; the call succeeded, so it wrote the count.
         unsafe { *out }

@@ -163,12 +163,12 @@ impl Payload for Pieces<'_> {
 
 /// The program handed `data` to the stream on socket `fd`: a send of those bytes.
 fn sent(fd: c_int, data: &dyn Payload) {
-    events::on_send_result(fd, data.len() as isize, 0, data, None);
+    events::on_send_result(fd, data.len() as isize, 0, 0, data, None);
 }
 
 /// A stdio input call that asked for `requested` bytes returned `data` to the program.
 fn received(fd: c_int, data: &dyn Payload, requested: usize) {
-    events::on_receive_result(fd, data.len() as isize, requested, 0, data, None);
+    events::on_receive_result(fd, data.len() as isize, requested, 0, 0, data, None);
 }
 
 /// A stdio input call found the stream's end: the peer's FIN, as a `read` returning 0 says.
@@ -177,6 +177,7 @@ fn end_of_stream(fd: c_int, requested: usize) {
         fd,
         0,
         requested,
+        0,
         0,
         &netintercept_core::recorder::NOTHING,
         None,

@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use libc::{c_int, c_long, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use netintercept_core::events;
-use netintercept_core::recorder::IoVecs;
 use netintercept_core::sys;
 
-use super::{addr_in, bytes, iovecs, message, passed_fds, record_message, ret_len, sendfile_start};
+use super::{after, sendfile_start};
 
 /// The real `syscall`, resolved at load (or by the first call, if that comes earlier).
 static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
@@ -168,15 +167,15 @@ fn real() -> SyscallFn {
     unsafe { std::mem::transmute::<*mut c_void, SyscallFn>(resolve()) }
 }
 
-/// Note the call's name for the record (pcapng comments say `call=syscall`).
+/// The call's name in records: pcapng comments say `call=syscall`.
+const CALL: u16 = netintercept_core::record::call_id("syscall");
+
 fn record(f: impl FnOnce()) {
-    const CALL: u16 = netintercept_core::record::call_id("syscall");
-    netintercept_core::guard::set_call_id(CALL);
-    events::record(f)
+    after::note(CALL, f)
 }
 
 /// A handled number: the real system call through libc's `syscall`, then what the named hook
-/// would record.
+/// records, through the same functions (`after`), so a call means the same either way.
 ///
 /// # Safety
 /// The arguments are the caller's, for `syscall(2)`.
@@ -215,11 +214,11 @@ unsafe extern "C" fn dispatch(
             } else {
                 (a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t)
             };
-            netintercept_core::guard::set_call_id(netintercept_core::record::call_id("syscall"));
             // SAFETY: the caller's recvfrom(2) arguments (read is recvfrom without flags or
             // address on a socket); see the read hook.
             unsafe {
                 super::receive(
+                    CALL,
                     fd,
                     a2 as *mut c_void,
                     a3 as size_t,
@@ -229,14 +228,6 @@ unsafe extern "C" fn dispatch(
                     || call() as ssize_t,
                 ) as c_long
             }
-        }
-        libc::SYS_sendmsg => {
-            // SAFETY: the caller's arguments for sendmsg(2).
-            unsafe { sendmsg(fd, a2 as *const msghdr, call) }
-        }
-        libc::SYS_recvmsg if events::is_tracked(fd) => {
-            // SAFETY: the caller's arguments for recvmsg(2).
-            unsafe { recvmsg(fd, a2 as *mut msghdr, a3 as c_int, call) }
         }
         _ => {
             let ret = call();
@@ -258,11 +249,17 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
     let new = ret as c_int;
     match n {
         libc::SYS_socket if ret >= 0 => record(|| events::on_socket(new, fd, a[1] as c_int)),
-        libc::SYS_connect if events::is_tracked(fd) => {
-            // SAFETY: the caller passed `a[1]` valid for `a[2]` bytes to connect.
-            let remote = unsafe { addr_in(a[1] as *const sockaddr, a[2] as socklen_t) };
-            record(|| events::on_connect(fd, remote, new, errno));
-        }
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_connect => unsafe {
+            after::connect(
+                CALL,
+                fd,
+                a[1] as *const sockaddr,
+                a[2] as socklen_t,
+                new,
+                errno,
+            )
+        },
         libc::SYS_bind if ret == 0 && events::is_tracked(fd) => record(|| events::on_bind(fd)),
         libc::SYS_listen if ret == 0 && events::is_tracked(fd) => record(|| events::on_listen(fd)),
         libc::SYS_accept | libc::SYS_accept4 if ret >= 0 && events::is_tracked(fd) => {
@@ -271,85 +268,99 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
         libc::SYS_shutdown if ret == 0 && events::is_tracked(fd) => {
             record(|| events::on_shutdown(fd, a[1] as c_int))
         }
-        libc::SYS_getsockopt
-            if ret == 0
-                && a[1] as c_int == libc::SOL_SOCKET
-                && a[2] as c_int == libc::SO_ERROR
-                && a[3] != 0
-                && events::is_tracked(fd) =>
-        {
-            // SAFETY: SO_ERROR succeeded, so the kernel wrote an int at `a[3]`.
-            let value = unsafe { std::ptr::read_unaligned(a[3] as *const c_int) };
-            record(|| events::on_so_error(fd, value));
-        }
-        libc::SYS_write | libc::SYS_sendto if events::is_tracked(fd) => {
-            let sent = ret as ssize_t;
-            // SAFETY: the kernel read `ret` bytes from the buffer, and the address (sendto).
-            let data = unsafe { bytes(a[1] as *const c_void, ret_len(sent)) };
-            let dest = if n == libc::SYS_sendto {
-                // SAFETY: as above.
-                unsafe { addr_in(a[4] as *const sockaddr, a[5] as socklen_t) }
-            } else {
-                None
-            };
-            record(|| events::on_send_result(fd, sent, errno, &data, dest));
-        }
-        libc::SYS_writev if events::is_tracked(fd) => {
-            // SAFETY: the kernel read the iovecs and `ret` bytes through them.
-            let iov = unsafe { iovecs(a[1] as *const iovec, (a[2] as c_int).max(0) as usize) };
-            let data = IoVecs {
-                iov,
-                total: ret_len(ret as ssize_t),
-            };
-            record(|| events::on_send_result(fd, ret as ssize_t, errno, &data, None));
-        }
-        libc::SYS_sendmmsg if events::is_tracked(fd) && a[1] != 0 => {
-            let msgs = a[1] as *const mmsghdr;
-            for i in 0..ret.max(0) as usize {
-                // SAFETY: the kernel sent the first `ret` messages and set their msg_len.
-                let m = unsafe { &*msgs.add(i) };
-                // SAFETY: as above.
-                let (data, dest) = unsafe { message(&m.msg_hdr, m.msg_len as usize) };
-                record(|| events::on_send_result(fd, m.msg_len as isize, errno, &data, dest));
-            }
-            if ret < 0 {
-                record(|| events::on_io_error(fd, errno));
-            }
-        }
-        libc::SYS_readv if events::is_tracked(fd) => {
-            // SAFETY: the kernel filled `ret` bytes through the iovecs.
-            let iov = unsafe { iovecs(a[1] as *const iovec, (a[2] as c_int).max(0) as usize) };
-            let requested = iov.iter().map(|v| v.iov_len).sum();
-            let data = IoVecs {
-                iov,
-                total: ret_len(ret as ssize_t),
-            };
-            record(|| events::on_receive_result(fd, ret as ssize_t, requested, errno, &data, None));
-        }
-        libc::SYS_recvmmsg if events::is_tracked(fd) && a[1] != 0 => {
-            let msgs = a[1] as *const mmsghdr;
-            for i in 0..ret.max(0) as usize {
-                // SAFETY: the kernel filled the first `ret` messages and their msg_len.
-                let m = unsafe { &*msgs.add(i) };
-                netintercept_core::guard::set_call_id(netintercept_core::record::call_id(
-                    "syscall",
-                ));
-                // SAFETY: as above.
-                unsafe {
-                    record_message(fd, &m.msg_hdr, m.msg_len as ssize_t, errno, a[3] as c_int)
-                };
-            }
-            if ret < 0 {
-                record(|| events::on_io_error(fd, errno));
-            }
-        }
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_getsockopt => unsafe {
+            after::getsockopt(
+                CALL,
+                fd,
+                a[1] as c_int,
+                a[2] as c_int,
+                a[3] as *const c_void,
+                new,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_write => unsafe {
+            after::send(
+                CALL,
+                fd,
+                a[1] as *const c_void,
+                0,
+                std::ptr::null(),
+                0,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_sendto => unsafe {
+            after::send(
+                CALL,
+                fd,
+                a[1] as *const c_void,
+                a[3] as c_int,
+                a[4] as *const sockaddr,
+                a[5] as socklen_t,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_writev => unsafe {
+            after::writev(
+                CALL,
+                fd,
+                a[1] as *const iovec,
+                a[2] as c_int,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_sendmsg => unsafe {
+            after::sendmsg(
+                CALL,
+                fd,
+                a[1] as *const msghdr,
+                a[2] as c_int,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_sendmmsg => unsafe {
+            after::sendmmsg(CALL, fd, a[1] as *const mmsghdr, a[3] as c_int, new, errno)
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_readv => unsafe {
+            after::readv(
+                CALL,
+                fd,
+                a[1] as *const iovec,
+                a[2] as c_int,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_recvmsg => unsafe {
+            after::recvmsg(
+                CALL,
+                fd,
+                a[1] as *const msghdr,
+                a[2] as c_int,
+                ret as ssize_t,
+                errno,
+            )
+        },
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_recvmmsg => unsafe {
+            after::recvmmsg(CALL, fd, a[1] as *const mmsghdr, a[3] as c_int, new, errno)
+        },
         libc::SYS_sendfile if ret > 0 && events::is_tracked(fd) => {
-            // The offset after the call is the start plus what was sent: sendfile(2) advanced
-            // either `*offset` or the file's own offset by `ret`.
-            // SAFETY: the caller's offset pointer, null or valid.
-            let end = unsafe { sendfile_start(a[1] as c_int, a[2] as *const libc::off_t) };
-            if let Some(end) = end {
-                let start = end - ret;
+            // SAFETY: sendfile succeeded: the offset pointer is null or the kernel just wrote it.
+            let start = unsafe { sendfile_start(a[1] as c_int, a[2] as *const libc::off_t, ret) };
+            if let Some(start) = start {
                 record(|| events::on_sendfile(fd, a[1] as c_int, start, ret as usize));
             }
         }
@@ -367,19 +378,6 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
                 && events::is_tracked(fd) =>
         {
             record(|| events::on_dup(fd, new))
-        }
-        // Not a tracked socket (that case went to `recvmsg`): a unix socket may carry internet
-        // sockets from another process (SCM_RIGHTS).
-        libc::SYS_recvmsg if ret >= 0 && a[1] != 0 => {
-            // SAFETY: recvmsg just filled the caller's msghdr.
-            let m = unsafe { &*(a[1] as *const msghdr) };
-            if !m.msg_control.is_null() && m.msg_controllen > 0 {
-                // SAFETY: the kernel filled msg_controllen bytes of control data.
-                let fds = unsafe { passed_fds(m) };
-                if !fds.is_empty() {
-                    record(|| events::on_received_fds(fd, &fds));
-                }
-            }
         }
         libc::SYS_pipe | libc::SYS_pipe2 if ret == 0 && a[0] != 0 => {
             // SAFETY: the call succeeded, so it wrote two descriptors at `a[0]`.
@@ -410,74 +408,4 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
         }
         _ => {}
     }
-}
-
-/// sendmsg through `syscall`: descriptors passed in SCM_RIGHTS before, the bytes after.
-///
-/// # Safety
-/// `msg` is the caller's msghdr for sendmsg(2), null or valid.
-unsafe fn sendmsg(fd: c_int, msg: *const msghdr, call: impl FnOnce() -> c_long) -> c_long {
-    if !msg.is_null() {
-        // SAFETY: the caller's msghdr, about to be sent; only its control data is read.
-        let m = unsafe { &*msg };
-        if !m.msg_control.is_null() && m.msg_controllen > 0 {
-            // SAFETY: the caller passed msg_controllen bytes of control data.
-            let fds = unsafe { passed_fds(m) };
-            if !fds.is_empty() {
-                record(|| events::on_passed_fds(fd, &fds));
-            }
-        }
-    }
-    let ret = call();
-    if events::is_tracked(fd) && !msg.is_null() {
-        let errno = sys::errno();
-        // SAFETY: sendmsg just used `*msg`.
-        let (data, dest) = unsafe { message(&*msg, ret_len(ret as ssize_t)) };
-        record(|| events::on_send_result(fd, ret as ssize_t, errno, &data, dest));
-    }
-    ret
-}
-
-/// recvmsg through `syscall` on a tracked socket: the recvmsg hook's bookkeeping, the sender of
-/// a datagram asked for with our own name buffer when the caller passed none.
-///
-/// # Safety
-/// `msg` is the caller's msghdr for recvmsg(2), null or valid.
-unsafe fn recvmsg(
-    fd: c_int,
-    msg: *mut msghdr,
-    flags: c_int,
-    call: impl FnOnce() -> c_long,
-) -> c_long {
-    if msg.is_null() {
-        return call();
-    }
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut own: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // SAFETY: `msg` is the caller's valid msghdr.
-    let m = unsafe { &mut *msg };
-    let substitute = m.msg_name.is_null() && events::is_datagram(fd);
-    let saved_len = m.msg_namelen;
-    if substitute {
-        m.msg_name = &mut own as *mut _ as *mut c_void;
-        m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    }
-    let ret = call();
-    let errno = sys::errno();
-    netintercept_core::guard::set_call_id(netintercept_core::record::call_id("syscall"));
-    // SAFETY: recvmsg just filled `*msg`.
-    unsafe { record_message(fd, m, ret as ssize_t, errno, flags) };
-    if ret >= 0 && !m.msg_control.is_null() {
-        // SAFETY: the kernel filled msg_controllen bytes of control data.
-        let fds = unsafe { passed_fds(m) };
-        if !fds.is_empty() {
-            record(|| events::on_received_fds(fd, &fds));
-        }
-    }
-    if substitute {
-        m.msg_name = std::ptr::null_mut();
-        m.msg_namelen = saved_len;
-    }
-    sys::set_errno(errno);
-    ret
 }

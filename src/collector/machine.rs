@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use synth::{Side, TcpStream};
 
+use super::mem_bio::{Held, MemBios};
 use crate::record::{Kind, Record};
 use crate::tls::Mode;
 
@@ -77,6 +78,8 @@ struct Conn {
     inode: u64,
     /// Carries TLS: in plain mode its socket-level bytes are ciphertext and are not written.
     tls: bool,
+    /// A recv of it was held back once (see `mem_bio`): never again.
+    held: bool,
     proto: Proto,
     /// In `both` mode, the plaintext's parallel stream.
     mirror: Option<Box<TcpStream>>,
@@ -132,6 +135,8 @@ pub struct Machine<K: Kernel> {
     free: Vec<ConnId>,
     by_inode: HashMap<u64, ConnId>,
     ssl: HashMap<(i32, u64), i32>,
+    /// SSL objects with no descriptor, on memory BIOs.
+    mem_bios: MemBios,
     /// Sockets inside SCM_RIGHTS messages, by inode. Positive: messages sent and not yet
     /// received, each holding its connection. Negative: arrivals recorded before the message's
     /// Passed record (the sender records after its sendmsg returns, when the caller's message is
@@ -151,6 +156,7 @@ impl<K: Kernel> Machine<K> {
             free: Vec::new(),
             by_inode: HashMap::new(),
             ssl: HashMap::new(),
+            mem_bios: MemBios::default(),
             in_flight: HashMap::new(),
             isn: seed,
         }
@@ -158,6 +164,28 @@ impl<K: Kernel> Machine<K> {
 
     /// Apply one record, writing the packets it implies to `out`.
     pub fn apply(&mut self, r: &Record, out: &mut dyn PacketSink) {
+        // A recv held back (see `mem_bio`) is applied before the record that decides it.
+        for (held, ssl) in self.mem_bios.settle(r) {
+            self.release(held, ssl, r.ts_ns, out);
+        }
+        self.apply_record(r, out);
+    }
+
+    /// Apply a recv held back, as ciphertext of `ssl` when it went into that object's read BIO.
+    fn release(&mut self, held: Held, ssl: Option<u64>, now: u64, out: &mut dyn PacketSink) {
+        let mut r = held.record();
+        if let Some(ssl) = ssl {
+            if let Some(c) = self.conn(r.pid, r.fd) {
+                c.tls = true;
+            }
+            self.ssl.insert((r.pid, ssl), r.fd);
+        }
+        // Stamped when written, so the file stays in time order.
+        r.ts_ns = r.ts_ns.max(now);
+        self.apply_record(&r, out);
+    }
+
+    fn apply_record(&mut self, r: &Record, out: &mut dyn PacketSink) {
         let origin = Origin {
             pid: r.pid,
             tid: r.tid,
@@ -176,6 +204,8 @@ impl<K: Kernel> Machine<K> {
                     self.fork(r.arg0 as i32, pid);
                 } else {
                     self.procs.entry(pid).or_default().scanned = Some(Vec::new());
+                    // A new image: its SSL objects and BIOs are new ones.
+                    self.mem_bios.forget(pid);
                 }
             }
             Kind::Fork => self.fork(pid, r.ret as i32),
@@ -309,6 +339,9 @@ impl<K: Kernel> Machine<K> {
                 }
             }
             Kind::TlsData => self.on_tls_data(r, &origin, out),
+            Kind::TlsBios if self.mode.decrypts() => self.mem_bios.learn(r),
+            Kind::TlsCipher if self.mode.decrypts() => self.mem_bios.read_out(r),
+            Kind::TlsBios | Kind::TlsCipher => {}
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;
@@ -330,6 +363,9 @@ impl<K: Kernel> Machine<K> {
 
     /// Every process is gone (the run ends): end what is still open.
     pub fn finish(&mut self, out: &mut dyn PacketSink) {
+        for held in self.mem_bios.drain() {
+            self.release(held, None, 0, out);
+        }
         let mut pids: Vec<i32> = self.procs.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
@@ -416,6 +452,7 @@ impl<K: Kernel> Machine<K> {
             holders: 1,
             inode,
             tls: false,
+            held: false,
             proto,
             mirror: None,
             bound: None,
@@ -513,6 +550,7 @@ impl<K: Kernel> Machine<K> {
             self.drop_ref(id, emit);
         }
         self.ssl.retain(|(p, _), _| *p != pid);
+        self.mem_bios.forget(pid);
     }
 
     fn on_discovered(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
@@ -858,7 +896,8 @@ impl<K: Kernel> Machine<K> {
 
     /// Socket-level bytes on a TLS connection in plain mode are ciphertext: not written. A
     /// socket call made inside an SSL call is what marks a connection TLS when the SSL object's
-    /// descriptor is not known otherwise.
+    /// descriptor is not known otherwise, and so does a send of the handshake an SSL object on
+    /// memory BIOs wrote (see `mem_bio`).
     fn is_ciphertext(&mut self, r: &Record, id: ConnId) -> bool {
         let mode = self.mode;
         let Some(Some(c)) = self.conns.get_mut(id) else {
@@ -870,8 +909,30 @@ impl<K: Kernel> Machine<K> {
         if r.ssl != 0 {
             c.tls = true;
             self.ssl.insert((r.pid, r.ssl), r.fd);
+        } else if r.kind == Kind::Send {
+            if let Some(ssl) = self.mem_bios.sent(r.pid, r.data) {
+                c.tls = true;
+                self.ssl.insert((r.pid, ssl), r.fd);
+            }
         }
         c.tls && mode == Mode::Plain
+    }
+
+    /// A recv that may be a handshake the program is about to write into an SSL object's read
+    /// BIO is held back until its thread's next record tells (see `mem_bio`).
+    fn held_back(&mut self, r: &Record, id: ConnId) -> bool {
+        if !self.mode.decrypts() || !self.mem_bios.may_hold(r.pid, r.data) {
+            return false;
+        }
+        let Some(Some(c)) = self.conns.get_mut(id) else {
+            return false;
+        };
+        if c.tls || c.held || !matches!(c.proto, Proto::Tcp(_)) {
+            return false;
+        }
+        c.held = true;
+        self.mem_bios.hold(r);
+        true
     }
 
     fn on_send(&mut self, r: &Record, origin: &Origin, out: &mut dyn PacketSink) {
@@ -961,7 +1022,7 @@ impl<K: Kernel> Machine<K> {
             }
             return;
         }
-        if self.is_ciphertext(r, id) {
+        if self.held_back(r, id) || self.is_ciphertext(r, id) {
             return;
         }
         self.udp_learn_local(id, r.local);

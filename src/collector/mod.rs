@@ -10,6 +10,7 @@
 //! unfinished frame is skipped.
 
 pub mod machine;
+mod mem_bio;
 pub mod output;
 pub mod procfs;
 pub mod spawn;

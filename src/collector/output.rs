@@ -141,8 +141,9 @@ impl Outputs {
     fn comment(&self, o: &Origin) -> String {
         let call = call_name(o.call);
         let library = match call {
-            c if c.starts_with("SSL_") => " tls=OpenSSL",
+            c if c.starts_with("SSL_") || c.starts_with("BIO_") => " tls=OpenSSL",
             c if c.starts_with("PR_") => " tls=NSS",
+            c if c.starts_with("gnutls_") => " tls=GnuTLS",
             _ => "",
         };
         let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");

@@ -1,0 +1,328 @@
+//! What each socket call records once the real call returned: shared by the named hooks and by
+//! `syscall()` (see `syscall.rs`), so that a call means the same whichever way it was made.
+//!
+//! The rule every function here keeps: the caller's memory is read only where the kernel just
+//! reported it valid. A failed call may have failed *because* a pointer was bad (EFAULT), an
+//! array too long (EMSGSIZE, EINVAL) or a length absurd; the kernel's error must stay the
+//! program's error, never become our SIGSEGV. Each function takes the number of the call to name
+//! in its records (`call`), set only when something is recorded.
+
+use libc::{c_int, c_void, iovec, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
+use netintercept_core::events;
+use netintercept_core::recorder::IoVecs;
+
+use super::{
+    addr_in, address_was_read, bytes, family_of, filled, iov_total, iovecs, message, passed_fds,
+    ret_len,
+};
+
+/// Record as call number `call`, with errno and panics contained.
+pub(crate) fn note(call: u16, f: impl FnOnce()) {
+    netintercept_core::guard::set_call_id(call);
+    events::record(f)
+}
+
+/// connect(fd, addr, len) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to connect(2).
+pub(crate) unsafe fn connect(
+    call: u16,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    ret: c_int,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) {
+        return;
+    }
+    let (family, remote) = if ret == 0 || address_was_read(errno) {
+        // SAFETY: the kernel read `len` bytes at `addr` for this call without a fault.
+        unsafe { (family_of(addr, len), addr_in(addr, len)) }
+    } else {
+        (-1, None)
+    };
+    note(call, || events::on_connect(fd, family, remote, ret, errno));
+}
+
+/// getsockopt(fd, level, name, val, …) returned `ret`: SO_ERROR settles a pending connect.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to getsockopt(2).
+pub(crate) unsafe fn getsockopt(
+    call: u16,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    ret: c_int,
+) {
+    if ret == 0
+        && level == libc::SOL_SOCKET
+        && name == libc::SO_ERROR
+        && !val.is_null()
+        && events::is_tracked(fd)
+    {
+        // SAFETY: SO_ERROR succeeded, so the kernel wrote an int at `val`.
+        let value = unsafe { std::ptr::read_unaligned(val as *const c_int) };
+        note(call, || events::on_so_error(fd, value));
+    }
+}
+
+/// write, send or sendto (`addr` null for the first two) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to sendto(2).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn send(
+    call: u16,
+    fd: c_int,
+    buf: *const c_void,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+    ret: ssize_t,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) {
+        return;
+    }
+    // A destination is read only when the kernel took it: on success, or a Fast Open send that
+    // started connecting (EINPROGRESS).
+    let dest = if ret >= 0 || errno == libc::EINPROGRESS {
+        // SAFETY: the kernel copied `alen` bytes from `addr` for this call.
+        unsafe { addr_in(addr, alen) }
+    } else {
+        None
+    };
+    // SAFETY: the kernel read `ret` bytes from `buf`.
+    let data = unsafe { bytes(buf, ret_len(ret)) };
+    note(call, || {
+        events::on_send_result(fd, ret, errno, flags, &data, dest)
+    });
+}
+
+/// writev(fd, iov, n) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to writev(2).
+pub(crate) unsafe fn writev(
+    call: u16,
+    fd: c_int,
+    iov: *const iovec,
+    n: c_int,
+    ret: ssize_t,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) {
+        return;
+    }
+    // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
+    let count = if ret >= 0 { n.max(0) as usize } else { 0 };
+    // SAFETY: the kernel read `count` iovecs and `ret` bytes through them.
+    let iov = unsafe { iovecs(iov, count) };
+    let data = IoVecs {
+        iov,
+        total: ret_len(ret),
+    };
+    note(call, || {
+        events::on_send_result(fd, ret, errno, 0, &data, None)
+    });
+}
+
+/// sendmsg(fd, msg, flags) returned `ret` with `errno`: descriptors it passed (SCM_RIGHTS) and
+/// the bytes it sent.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to sendmsg(2).
+pub(crate) unsafe fn sendmsg(
+    call: u16,
+    fd: c_int,
+    msg: *const msghdr,
+    flags: c_int,
+    ret: ssize_t,
+    errno: c_int,
+) {
+    // The message is read only when the kernel accepted it: a success, or a Fast Open send
+    // that started connecting (EINPROGRESS), for which the kernel read the destination.
+    let accepted = ret >= 0 || errno == libc::EINPROGRESS;
+    if msg.is_null() || !accepted {
+        if events::is_tracked(fd) {
+            note(call, || {
+                events::on_send_result(fd, ret, errno, flags, &events::NOTHING, None)
+            });
+        }
+        return;
+    }
+    // SAFETY: sendmsg just read `*msg`, its name, its control data and `ret` bytes of its
+    // iovecs.
+    let m = unsafe { &*msg };
+    if ret >= 0 && !m.msg_control.is_null() && m.msg_controllen > 0 {
+        // SAFETY: as above.
+        let fds = unsafe { passed_fds(m) };
+        if !fds.is_empty() {
+            note(call, || events::on_passed_fds(fd, &fds));
+        }
+    }
+    if events::is_tracked(fd) {
+        // SAFETY: as above.
+        let (data, dest) = unsafe { message(m, ret_len(ret)) };
+        note(call, || {
+            events::on_send_result(fd, ret, errno, flags, &data, dest)
+        });
+    }
+}
+
+/// sendmmsg(fd, msgs, …, flags) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to sendmmsg(2).
+pub(crate) unsafe fn sendmmsg(
+    call: u16,
+    fd: c_int,
+    msgs: *const mmsghdr,
+    flags: c_int,
+    ret: c_int,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) || msgs.is_null() {
+        return;
+    }
+    for i in 0..ret.max(0) as usize {
+        // SAFETY: the kernel sent the first `ret` messages of `msgs` and set their msg_len.
+        let m = unsafe { &*msgs.add(i) };
+        // SAFETY: as above.
+        let (data, dest) = unsafe { message(&m.msg_hdr, m.msg_len as usize) };
+        note(call, || {
+            events::on_send_result(fd, m.msg_len as isize, errno, flags, &data, dest)
+        });
+    }
+    if ret < 0 {
+        note(call, || events::on_io_error(fd, errno));
+    }
+}
+
+/// readv(fd, iov, n) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to readv(2).
+pub(crate) unsafe fn readv(
+    call: u16,
+    fd: c_int,
+    iov: *const iovec,
+    n: c_int,
+    ret: ssize_t,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) {
+        return;
+    }
+    // After a failure the array may be unreadable (EFAULT) or too long (EINVAL): not read.
+    let count = if ret >= 0 { n.max(0) as usize } else { 0 };
+    // SAFETY: the kernel read `count` iovecs and filled `ret` bytes through them.
+    let iov = unsafe { iovecs(iov, count) };
+    let data = IoVecs {
+        iov,
+        total: ret_len(ret),
+    };
+    note(call, || {
+        events::on_receive_result(fd, ret, iov_total(iov), errno, 0, &data, None)
+    });
+}
+
+/// recvmsg(fd, msg, flags) returned `ret` with `errno`: the bytes, and sockets received with
+/// SCM_RIGHTS (also on unix sockets, which may carry internet sockets from another process).
+///
+/// # Safety
+/// The arguments are the caller's, just passed to recvmsg(2).
+pub(crate) unsafe fn recvmsg(
+    call: u16,
+    fd: c_int,
+    msg: *const msghdr,
+    flags: c_int,
+    ret: ssize_t,
+    errno: c_int,
+) {
+    if ret < 0 || msg.is_null() {
+        if events::is_tracked(fd) {
+            note(call, || {
+                events::on_receive_result(fd, ret, 0, errno, flags, &events::NOTHING, None)
+            });
+        }
+        return;
+    }
+    // SAFETY: recvmsg succeeded, so it read `*msg` and wrote its name, length, control data
+    // and `ret` bytes through its iovecs.
+    let m = unsafe { &*msg };
+    if events::is_tracked(fd) {
+        // SAFETY: as above.
+        unsafe { message_received(call, fd, m, ret, errno, flags) };
+    }
+    if !m.msg_control.is_null() && m.msg_controllen > 0 {
+        // SAFETY: the kernel filled msg_controllen bytes of control data.
+        let fds = unsafe { passed_fds(m) };
+        if !fds.is_empty() {
+            note(call, || events::on_received_fds(fd, &fds));
+        }
+    }
+}
+
+/// recvmmsg(fd, msgs, …, flags, …) returned `ret` with `errno`.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to recvmmsg(2).
+pub(crate) unsafe fn recvmmsg(
+    call: u16,
+    fd: c_int,
+    msgs: *const mmsghdr,
+    flags: c_int,
+    ret: c_int,
+    errno: c_int,
+) {
+    if !events::is_tracked(fd) || msgs.is_null() {
+        return;
+    }
+    for i in 0..ret.max(0) as usize {
+        // SAFETY: the kernel filled the first `ret` messages and their msg_len.
+        let m = unsafe { &*msgs.add(i) };
+        // SAFETY: as above.
+        unsafe { message_received(call, fd, &m.msg_hdr, m.msg_len as ssize_t, errno, flags) };
+    }
+    if ret < 0 {
+        note(call, || {
+            events::on_receive_result(fd, -1, 0, errno, flags, &events::NOTHING, None)
+        });
+    }
+}
+
+/// Record one received message (after recvmsg/recvmmsg filled it with `got` bytes).
+///
+/// # Safety
+/// `msg` is a valid msghdr the kernel just filled.
+unsafe fn message_received(
+    call: u16,
+    fd: c_int,
+    msg: &msghdr,
+    got: ssize_t,
+    errno: c_int,
+    flags: c_int,
+) {
+    if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
+        // A peek moves nothing; the error queue holds the kernel's notes about sent packets
+        // (timestamps, copies of sent bytes), not bytes from the peer.
+        return;
+    }
+    // SAFETY: per the contract.
+    let iov = unsafe { iovecs(msg.msg_iov, msg.msg_iovlen) };
+    let requested = iov_total(iov);
+    let data = IoVecs {
+        iov,
+        total: filled(got, requested, flags, events::is_datagram(fd)),
+    };
+    // SAFETY: per the contract; the kernel set msg_namelen.
+    let src = unsafe { addr_in(msg.msg_name as *const sockaddr, msg.msg_namelen) };
+    note(call, || {
+        events::on_receive_result(fd, got, requested, errno, flags, &data, src)
+    });
+}
