@@ -740,7 +740,9 @@ impl<K: Kernel> Machine<K> {
         let Some(id) = self.conn_id(r.pid, r.fd) else {
             return;
         };
-        if r.arg0 == i64::from(libc::AF_UNSPEC) {
+        // AF_UNSPEC names no address: a record with one is an ordinary connect whatever its
+        // family field says (scripted records leave it zero).
+        if r.arg0 == i64::from(libc::AF_UNSPEC) && r.addr.is_none() {
             if r.ret == 0 {
                 self.dissolve(id, origin, out);
             }
