@@ -70,13 +70,18 @@ impl PacketSink for Outputs {
     }
 }
 
-/// Collect until the run ends; returns the command's exit status in CLI mode.
-pub fn run(
-    region: Region,
-    mut outputs: Outputs,
-    mode: crate::tls::Mode,
-    until: Until,
-) -> Option<std::process::ExitStatus> {
+/// How a run ended.
+pub struct Ended {
+    /// The command's exit status (CLI mode).
+    pub status: Option<std::process::ExitStatus>,
+    /// The capture files written whole, sorted.
+    pub written: Vec<std::ffi::OsString>,
+    /// Some capture file could not be opened or written (its line was printed then).
+    pub failed: bool,
+}
+
+/// Collect until the run ends.
+pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: Until) -> Ended {
     // SAFETY: getpid cannot fail.
     region.set_collector_pid(unsafe { libc::getpid() });
     let mut machine = Machine::new(procfs::ProcFs, mode, crate::recorder::now_ns() ^ 0x5eed);
@@ -143,8 +148,13 @@ pub fn run(
         }
     }
     machine.finish(&mut outputs);
-    outputs.close();
-    status
+    let failed = outputs.failed();
+    let written = outputs.close();
+    Ended {
+        status,
+        written,
+        failed,
+    }
 }
 
 /// Apply records in time order while that order is certain; returns how many were applied.
@@ -340,23 +350,56 @@ fn reap(
     }
 }
 
-/// The outputs the environment asks for (`NETINTERCEPT_FILE`, `_FORMAT`, `_FILTER`), with the
-/// filter library found in `lib_dir`. A bad filter is reported once and nothing is written.
-pub fn outputs_from_env(region: &Region, lib_dir: &std::path::Path) -> Outputs {
-    let cfg = crate::config::Config::from_env();
-    let filter = match cfg.filter.as_deref() {
-        None => None,
-        Some(expr) if expr.trim().is_empty() => None,
-        Some(expr) => match crate::filter::Filter::compile_with(lib_dir, expr) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                let shown: String = expr.chars().take(200).collect();
-                let more = if shown.len() < expr.len() { "…" } else { "" };
-                eprintln!("netintercept: bad filter '{shown}{more}': {msg}");
-                return Outputs::discard();
+/// The run may write nothing; why was said on stderr.
+#[derive(Debug)]
+pub struct Refused;
+
+/// Say each of `cfg`'s problems once and compile its filter (the run's only compilation).
+/// `Err` when nothing may be written: a filter that cannot be applied, or for the CLI
+/// (`strict`, which then exits before starting the program) any value that names nothing.
+pub fn check(
+    cfg: &crate::config::Config,
+    lib_dir: &std::path::Path,
+    strict: bool,
+) -> Result<Option<crate::filter::Filter>, Refused> {
+    use crate::config::Problem;
+    for p in &cfg.problems {
+        match p {
+            Problem::BadFormat(line) if !strict => {
+                let implied = if cfg.pcapng { "pcapng" } else { "pcap" };
+                eprintln!("netintercept: {line}: writing {implied}, as the file name implies");
             }
-        },
-    };
+            _ => eprintln!("netintercept: {}", p.line()),
+        }
+    }
+    let refused = cfg.problems.iter().any(|p| match p {
+        Problem::BadFilter(_) => true,
+        Problem::BadFormat(_) => strict,
+        Problem::Ignored(_) => false,
+    });
+    if refused {
+        return Err(Refused);
+    }
+    match cfg.filter.as_deref() {
+        // An empty expression keeps everything, as tcpdump's does.
+        None => Ok(None),
+        Some(expr) if expr.trim().is_empty() => Ok(None),
+        Some(expr) => crate::filter::Filter::compile_with(lib_dir, expr)
+            .map(Some)
+            .map_err(|msg| {
+                let line = crate::config::bad_filter_line(expr.as_bytes(), &msg);
+                eprintln!("netintercept: {line}");
+                Refused
+            }),
+    }
+}
+
+/// The outputs `cfg` asks for, with `filter` already compiled by [`check`].
+pub fn outputs(
+    region: &Region,
+    cfg: &crate::config::Config,
+    filter: Option<crate::filter::Filter>,
+) -> Outputs {
     let (realtime, mono) = region.start_clocks();
     Outputs::new(
         &cfg.file_pattern,
@@ -376,7 +419,11 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
             return 2;
         }
     };
-    let outputs = outputs_from_env(&region, lib_dir);
+    let cfg = crate::config::Config::from_env();
+    let outputs = match check(&cfg, lib_dir, false) {
+        Ok(filter) => outputs(&region, &cfg, filter),
+        Err(Refused) => Outputs::discard(),
+    };
     if let Some(line) = crate::tls::complaint() {
         eprintln!("netintercept: {line}");
     }

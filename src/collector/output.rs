@@ -7,13 +7,14 @@
 //! leaves a readable capture.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use super::machine::Origin;
 use super::procfs;
 use crate::output_path::{self, ProcessInfo};
+use crate::quoted::{quoted, PATH_CHARS};
 use crate::record::call_name;
 use crate::sys;
 
@@ -21,7 +22,7 @@ const HIGH_WATER: usize = 1 << 20;
 
 /// Where packets go and how they are written.
 pub struct Outputs {
-    pattern: String,
+    pattern: OsString,
     pcapng: bool,
     per_process: bool,
     filter: Option<crate::filter::Filter>,
@@ -29,9 +30,9 @@ pub struct Outputs {
     clock_offset_ns: i128,
     start_secs: u64,
     files: HashMap<i32, File>,
-    exe: HashMap<i32, String>,
+    exe: HashMap<i32, OsString>,
     /// Paths already reported as unwritable (said once).
-    refused: Vec<String>,
+    refused: Vec<OsString>,
     /// `-w -`: the one output is standard output.
     stdout: bool,
     /// Write nothing (a bad filter: a user who asked for less never gets more).
@@ -40,7 +41,7 @@ pub struct Outputs {
 
 struct File {
     fd: i32,
-    path: String,
+    path: OsString,
     buf: Vec<u8>,
     written: u64,
     broken: bool,
@@ -48,14 +49,14 @@ struct File {
 
 impl Outputs {
     pub fn new(
-        pattern: &str,
+        pattern: &OsStr,
         pcapng: bool,
         filter: Option<crate::filter::Filter>,
         clock_offset_ns: i128,
         start_secs: u64,
     ) -> Outputs {
         Outputs {
-            pattern: pattern.to_string(),
+            pattern: pattern.to_os_string(),
             pcapng,
             per_process: output_path::is_per_process(pattern),
             filter,
@@ -71,7 +72,7 @@ impl Outputs {
 
     /// Outputs that write nothing.
     pub fn discard() -> Outputs {
-        let mut o = Outputs::new("", false, None, 0, 0);
+        let mut o = Outputs::new(OsStr::new(""), false, None, 0, 0);
         o.discard = true;
         o
     }
@@ -128,14 +129,26 @@ impl Outputs {
         }
     }
 
-    /// Flush and close every file.
-    pub fn close(&mut self) {
+    /// Whether a capture file was refused or could not be written (each said once).
+    pub fn failed(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// Flush and close every file; returns the names of those written whole, sorted (not
+    /// standard output's `-`).
+    pub fn close(&mut self) -> Vec<OsString> {
         self.flush();
+        let mut written = Vec::new();
         for (_, f) in self.files.drain() {
             if f.fd > 2 {
                 sys::close(f.fd);
             }
+            if !f.broken && !self.stdout {
+                written.push(f.path);
+            }
         }
+        written.sort();
+        written
     }
 
     fn comment(&self, o: &Origin) -> String {
@@ -145,8 +158,10 @@ impl Outputs {
             c if c.starts_with("PR_") => " tls=NSS",
             _ => "",
         };
-        let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");
-        let exe = exe.rsplit('/').next().unwrap_or("");
+        // A comment is UTF-8 text (pcapng's opt_comment): a name that is not is shown lossily.
+        let exe = self.exe.get(&o.pid).map(|e| e.as_bytes()).unwrap_or(b"");
+        let exe = exe.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        let exe = String::from_utf8_lossy(exe);
         format!(
             "pid={} tid={} exe={exe} fd={} call={call}{library}",
             o.pid, o.tid, o.fd
@@ -157,16 +172,14 @@ impl Outputs {
         let info = ProcessInfo {
             pid,
             start_secs: self.start_secs,
-            host: hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: hostname::get().unwrap_or_default(),
             exe_path: self.exe.get(&pid).cloned().unwrap_or_default(),
             // SAFETY: getuid cannot fail.
             uid: unsafe { libc::getuid() },
         };
         let header = if self.pcapng {
             synth::pcapng_header(&synth::SectionInfo {
-                host: &info.host,
+                host: &info.host.to_string_lossy(),
                 os: std::env::consts::OS,
                 application: concat!("netintercept ", env!("CARGO_PKG_VERSION")),
                 command_line: &procfs::command_line(pid),
@@ -175,14 +188,17 @@ impl Outputs {
             synth::pcap_header()
         };
         let (fd, path) = if self.stdout {
-            (1, "-".to_string())
+            (1, OsString::from("-"))
         } else {
             let path = output_path::expand(&self.pattern, &info);
             match open_capture(&path) {
                 Ok(fd) => (fd, path),
                 Err(reason) => {
                     if !self.refused.contains(&path) {
-                        eprintln!("netintercept: cannot write capture to '{path}': {reason}");
+                        eprintln!(
+                            "netintercept: cannot write capture to {}: {reason}",
+                            quoted(path.as_bytes(), PATH_CHARS)
+                        );
                         self.refused.push(path);
                     }
                     return None;
@@ -200,7 +216,7 @@ impl Outputs {
 }
 
 impl File {
-    fn write_out(&mut self, refused: &mut Vec<String>) {
+    fn write_out(&mut self, refused: &mut Vec<OsString>) {
         if self.buf.is_empty() || self.broken {
             return;
         }
@@ -208,8 +224,8 @@ impl File {
             // Cut a partial record off, so what is in the file stays readable.
             let _ = sys::ftruncate(self.fd, self.written as i64);
             eprintln!(
-                "netintercept: cannot write capture to '{}': {}",
-                self.path,
+                "netintercept: cannot write capture to {}: {}",
+                quoted(self.path.as_bytes(), PATH_CHARS),
                 sys::strerror(e)
             );
             refused.push(self.path.clone());
@@ -223,9 +239,8 @@ impl File {
 }
 
 /// Open `path` for a new capture: a regular file of ours with one link, or a new one (0600).
-fn open_capture(path: &str) -> Result<i32, String> {
-    let c = CString::new(std::path::Path::new(path).as_os_str().as_bytes())
-        .map_err(|_| "the name holds a NUL byte".to_string())?;
+fn open_capture(path: &OsStr) -> Result<i32, String> {
+    let c = CString::new(path.as_bytes()).map_err(|_| "the name holds a NUL byte".to_string())?;
     let fd = sys::open(
         &c,
         libc::O_WRONLY
