@@ -291,9 +291,10 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         return 2;
     };
     if pattern != "-" {
-        // The collector's own list: the files it wrote whole (one it could not write was
-        // named with the reason already).
-        if ended.written.is_empty() && !ended.failed {
+        // The collector's own list: the regular files it wrote whole. A file it could not
+        // write was named with the reason already; a device (`-w /dev/null`) is the user's
+        // own choice and needs no word.
+        if ended.written.is_empty() && !ended.failed && !ended.device {
             eprintln!("netintercept: no packets captured, no capture file written");
         }
         for f in &ended.written {

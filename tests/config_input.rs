@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -264,6 +265,86 @@ fn a_long_or_multiline_bad_filter_is_one_short_line() {
         assert!(err.starts_with(&head) && err.len() < 400, "{err}");
         assert!(names(dir.path()).is_empty(), "nothing written");
     }
+}
+
+/// `/dev/null` named as the capture takes it silently; `/dev/full` gives one line with the
+/// real reason. Neither is replaced or truncated.
+#[test]
+fn character_devices_named_as_the_capture() {
+    let dir = TempDir::new("cfg-devices");
+    let full = "netintercept: cannot write capture to '/dev/full': No space left on device";
+    for (device, expected) in [("/dev/null", None), ("/dev/full", Some(full))] {
+        let outs = [
+            run(&mut cli(dir.path(), &[os("-w"), os(device)], &[])),
+            run(&mut bare(dir.path(), device.as_bytes(), &[])),
+            run(&mut cli(
+                dir.path(),
+                &[os("-w"), os(device), os("-f"), os("udp")],
+                &[],
+            )),
+        ];
+        for out in outs {
+            assert!(out.status.success() && out.stdout == b"sent\n", "{out:?}");
+            assert_eq!(
+                lines(&out),
+                expected.into_iter().collect::<Vec<_>>(),
+                "{device}"
+            );
+        }
+        let meta = std::fs::symlink_metadata(device).expect("device");
+        assert!(
+            meta.file_type().is_char_device(),
+            "{device} is still a device"
+        );
+    }
+    assert!(names(dir.path()).is_empty());
+}
+
+/// What is still refused: a symlink, a FIFO (never blocking the program), a file with another
+/// hard link, another user's file; none of them is changed.
+#[test]
+fn links_fifos_and_other_users_files_are_refused() {
+    let dir = TempDir::new("cfg-refused");
+    std::fs::write(dir.join("precious"), b"precious").expect("file");
+    std::os::unix::fs::symlink(dir.join("precious"), dir.join("link.pcap")).expect("symlink");
+    std::fs::write(dir.join("hard.pcap"), b"precious").expect("file");
+    std::fs::hard_link(dir.join("hard.pcap"), dir.join("hard2")).expect("hard link");
+    let fifo = Command::new("mkfifo")
+        .arg(dir.join("fifo.pcap"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    let mut cases = vec![
+        ("link.pcap", "it is a symbolic link"),
+        ("fifo.pcap", "it is a FIFO"),
+        ("hard.pcap", "it has other hard links"),
+    ];
+    // Only root can give a file away; elsewhere that case is left out.
+    std::fs::write(dir.join("theirs.pcap"), b"precious").expect("file");
+    let given = Command::new("chown")
+        .args(["65534"])
+        .arg(dir.join("theirs.pcap"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if given {
+        cases.push(("theirs.pcap", "it belongs to another user"));
+    }
+    for (name, why) in cases {
+        let line = format!("netintercept: cannot write capture to '{name}': {why}");
+        let outs = [
+            run(&mut cli(dir.path(), &[os("-w"), os(name)], &[])),
+            run(&mut bare(dir.path(), name.as_bytes(), &[])),
+        ];
+        for out in outs {
+            assert!(out.status.success() && out.stdout == b"sent\n", "{out:?}");
+            assert_eq!(lines(&out), std::slice::from_ref(&line));
+        }
+    }
+    for name in ["precious", "hard.pcap", "theirs.pcap"] {
+        assert_eq!(std::fs::read(dir.join(name)).expect("file"), b"precious");
+    }
+    let meta = std::fs::symlink_metadata(dir.join("fifo.pcap")).expect("fifo");
+    assert!(meta.file_type().is_fifo());
 }
 
 /// A traced command line of 70,000 characters goes into the pcapng interface description: the

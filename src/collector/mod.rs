@@ -74,8 +74,10 @@ impl PacketSink for Outputs {
 pub struct Ended {
     /// The command's exit status (CLI mode).
     pub status: Option<std::process::ExitStatus>,
-    /// The capture files written whole, sorted.
+    /// The regular capture files written whole, sorted.
     pub written: Vec<std::ffi::OsString>,
+    /// Packets went to a character device the user named (`/dev/null`).
+    pub device: bool,
     /// Some capture file could not be opened or written (its line was printed then).
     pub failed: bool,
 }
@@ -149,10 +151,11 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     }
     machine.finish(&mut outputs);
     let failed = outputs.failed();
-    let written = outputs.close();
+    let (written, device) = outputs.close();
     Ended {
         status,
         written,
+        device,
         failed,
     }
 }

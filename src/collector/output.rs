@@ -1,14 +1,16 @@
 //! The capture files of a run: one file, or one per process when the name has `%p`.
 //!
 //! A file is opened at its first packet (a run that captured nothing leaves no file), never
-//! through a symlink, never a FIFO or device (opened non-blocking and checked before anything
-//! is written), never a file with other hard links or of another user. Buffers hold whole
-//! records only; a failed write is cut back to the last whole record, so a full disk still
-//! leaves a readable capture.
+//! through a symlink, never a FIFO, block device or socket (opened non-blocking and checked
+//! before anything is written), never a file with other hard links or of another user. A
+//! character device (`/dev/null`) is the user's explicit choice and is written as it is: never
+//! created, never truncated. Buffers hold whole records only; a failed write is cut back to the
+//! last whole record, so a full disk still leaves a readable capture.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
 use super::machine::Origin;
@@ -42,6 +44,8 @@ pub struct Outputs {
 struct File {
     fd: i32,
     path: OsString,
+    /// A character device: written as it is, never truncated.
+    device: bool,
     buf: Vec<u8>,
     written: u64,
     broken: bool,
@@ -134,21 +138,27 @@ impl Outputs {
         !self.refused.is_empty()
     }
 
-    /// Flush and close every file; returns the names of those written whole, sorted (not
-    /// standard output's `-`).
-    pub fn close(&mut self) -> Vec<OsString> {
+    /// Flush and close every file; returns the names of the regular files written whole, sorted,
+    /// and whether packets went to a character device.
+    pub fn close(&mut self) -> (Vec<OsString>, bool) {
         self.flush();
         let mut written = Vec::new();
+        let mut device = false;
         for (_, f) in self.files.drain() {
             if f.fd > 2 {
                 sys::close(f.fd);
             }
-            if !f.broken && !self.stdout {
+            if f.broken || self.stdout {
+                continue;
+            }
+            if f.device {
+                device = true;
+            } else {
                 written.push(f.path);
             }
         }
         written.sort();
-        written
+        (written, device)
     }
 
     fn comment(&self, o: &Origin) -> String {
@@ -187,12 +197,12 @@ impl Outputs {
         } else {
             synth::pcap_header()
         };
-        let (fd, path) = if self.stdout {
-            (1, OsString::from("-"))
+        let (fd, path, device) = if self.stdout {
+            (1, OsString::from("-"), false)
         } else {
             let path = output_path::expand(&self.pattern, &info);
             match open_capture(&path) {
-                Ok(fd) => (fd, path),
+                Ok((fd, device)) => (fd, path, device),
                 Err(reason) => {
                     if !self.refused.contains(&path) {
                         eprintln!(
@@ -208,6 +218,7 @@ impl Outputs {
         Some(File {
             fd,
             path,
+            device,
             buf: header,
             written: 0,
             broken: false,
@@ -221,8 +232,11 @@ impl File {
             return;
         }
         if let Err(e) = sys::write_all(self.fd, &self.buf) {
-            // Cut a partial record off, so what is in the file stays readable.
-            let _ = sys::ftruncate(self.fd, self.written as i64);
+            // Cut a partial record off, so what is in the file stays readable (a device has no
+            // length to cut back).
+            if !self.device {
+                let _ = sys::ftruncate(self.fd, self.written as i64);
+            }
             eprintln!(
                 "netintercept: cannot write capture to {}: {}",
                 quoted(self.path.as_bytes(), PATH_CHARS),
@@ -238,9 +252,13 @@ impl File {
     }
 }
 
-/// Open `path` for a new capture: a regular file of ours with one link, or a new one (0600).
-fn open_capture(path: &OsStr) -> Result<i32, String> {
+/// Open `path` for a new capture: a regular file of ours with one link (emptied), a new one
+/// (0600), or a character device named explicitly (`/dev/null`: opened as it is). Returns the
+/// descriptor and whether it is a device.
+fn open_capture(path: &OsStr) -> Result<(i32, bool), String> {
     let c = CString::new(path.as_bytes()).map_err(|_| "the name holds a NUL byte".to_string())?;
+    // O_CREAT creates nothing where a name exists, so a device is opened, never made; without
+    // O_TRUNC a device or another user's file is not touched before the checks below.
     let fd = sys::open(
         &c,
         libc::O_WRONLY
@@ -253,27 +271,44 @@ fn open_capture(path: &OsStr) -> Result<i32, String> {
     )
     .map_err(|e| match e {
         libc::ELOOP => "it is a symbolic link".to_string(),
+        // A FIFO without a reader (or a unix socket) refuses a non-blocking writer with ENXIO,
+        // whose text ("No such device or address") would not say what the name is.
+        libc::ENXIO => match std::fs::symlink_metadata(path).map(|m| m.file_type()) {
+            Ok(t) if t.is_fifo() => "it is a FIFO".to_string(),
+            Ok(t) if t.is_socket() => "it is a socket".to_string(),
+            _ => sys::strerror(e),
+        },
         e => sys::strerror(e),
     })?;
     let checked = (|| {
         let st = sys::fstat(fd).map_err(sys::strerror)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err("not a regular file".to_string());
+        let device = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => false,
+            // Only a name the user gave can lead here: an unprivileged user cannot plant a
+            // device node (mknod needs CAP_MKNOD) to divert a capture into.
+            libc::S_IFCHR => true,
+            libc::S_IFIFO => return Err("it is a FIFO".to_string()),
+            libc::S_IFBLK => return Err("it is a block device".to_string()),
+            libc::S_IFSOCK => return Err("it is a socket".to_string()),
+            _ => return Err("not a regular file".to_string()),
+        };
+        if !device {
+            if st.st_nlink > 1 {
+                return Err("it has other hard links".to_string());
+            }
+            // SAFETY: geteuid cannot fail.
+            if st.st_uid != unsafe { libc::geteuid() } {
+                return Err("it belongs to another user".to_string());
+            }
+            sys::ftruncate(fd, 0).map_err(sys::strerror)?;
         }
-        if st.st_nlink > 1 {
-            return Err("it has other hard links".to_string());
-        }
-        // SAFETY: geteuid cannot fail.
-        if st.st_uid != unsafe { libc::geteuid() } {
-            return Err("it belongs to another user".to_string());
-        }
-        sys::ftruncate(fd, 0).map_err(sys::strerror)?;
-        // SAFETY: clearing O_NONBLOCK on our own descriptor.
+        // SAFETY: clearing O_NONBLOCK on our own descriptor: a device that is slow to take the
+        // bytes (a terminal) is waited for, as a file is.
         unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_WRONLY) };
-        Ok(())
+        Ok(device)
     })();
     match checked {
-        Ok(()) => Ok(fd),
+        Ok(device) => Ok((fd, device)),
         Err(e) => {
             sys::close(fd);
             Err(e)
