@@ -413,6 +413,28 @@ pub fn outputs(
     )
 }
 
+/// How often the heartbeat is renewed while the collector is busy before its loop starts.
+const BUSY_BEAT: Duration = Duration::from_millis(100);
+
+/// `work()`, with the collector's heartbeat renewed meanwhile by another thread.
+fn keeping_heartbeat<T>(region: &Region, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                // Raising the clock floor is what the merge loop does at each look, and all the
+                // floor promises (stamps of clockless threads never below it) holds from any
+                // thread: it only ever grows.
+                region.set_clock_floor(crate::recorder::now_ns());
+                std::thread::sleep(BUSY_BEAT);
+            }
+        });
+        let out = work();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        out
+    })
+}
+
 /// `netintercept --collect REGION LIBDIR`: the detached collector of an LD_PRELOAD run.
 pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -> i32 {
     let region = match spawn::map_region(region_path) {
@@ -423,7 +445,11 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
         }
     };
     let cfg = crate::config::Config::from_env();
-    let outputs = match check(&cfg, lib_dir, false) {
+    // The program is already running: its recorders must see a live collector while libpcap
+    // compiles (minutes for a 1,000-term filter), or after 10 s they take it for dead and stop
+    // recording for the whole run. Until the merge starts, a full ring makes them wait.
+    let checked = keeping_heartbeat(&region, || check(&cfg, lib_dir, false));
+    let outputs = match checked {
         Ok(filter) => outputs(&region, &cfg, filter),
         Err(Refused) => Outputs::discard(),
     };
@@ -433,4 +459,33 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
     run(region, outputs, crate::tls::mode(), Until::LastProcess);
     let _ = std::fs::remove_file(region_path);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the collector is busy before its loop (compiling a filter), the heartbeat the
+    /// recorders look at keeps moving.
+    #[test]
+    fn a_busy_collector_keeps_its_heartbeat() {
+        let (path, region) = spawn::create_region().expect("a region");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(region.heartbeat_ns(), 0, "no collector yet");
+        let beat_moves = |since: u64| {
+            let start = Instant::now();
+            while region.heartbeat_ns() <= since {
+                if start.elapsed() > Duration::from_secs(30) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Some(region.heartbeat_ns())
+        };
+        let beats = keeping_heartbeat(&region, || {
+            let first = beat_moves(0)?;
+            beat_moves(first).map(|second| (first, second))
+        });
+        assert!(beats.is_some_and(|(a, b)| b > a), "{beats:?}");
+    }
 }
