@@ -2,12 +2,13 @@
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 use crate::config;
+use crate::quoted::{quoted, PATH_CHARS};
 
 /// The text of `--help`.
 pub const HELP: &str = "\
@@ -27,8 +28,7 @@ Options:
 Patterns in FILE (as in core(5)):
   %p pid   %t start time (epoch seconds)   %h host name   %e executable name
   %E executable path with '/' written as '!'   %u uid   %% a literal '%'
-Without %p, a process whose name is already taken by another traced process of the same run
-writes '<name>.<pid>'.
+Without %p every process of the run writes into the same file.
 
 Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
   NETINTERCEPT_FILE      capture file name pattern (as -w)
@@ -37,15 +37,17 @@ Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
   NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
   NETINTERCEPT_TLS       plain (default: decrypted TLS), raw (the ciphertext) or both
                          (plaintext on a parallel stream, client port XOR 0x8000)
-  NETINTERCEPT_FORMAT    pcapng for pcapng with per-packet comments (also chosen by a .pcapng name)
+  NETINTERCEPT_FORMAT    pcap or pcapng (pcapng has per-packet comments); default: pcapng
+                         for a name ending in .pcapng, else pcap
 
 The exit status is COMMAND's, or 128+N when a signal N killed it.
 Statically linked programs cannot be traced: nothing is preloaded into them.
 ";
 
 struct Args {
-    file: Option<String>,
-    filter: Option<String>,
+    /// Bytes as given: a file name need not be UTF-8 (a filter must, [`config`] says so).
+    file: Option<OsString>,
+    filter: Option<OsString>,
     follow: bool,
     command: Vec<OsString>,
 }
@@ -73,7 +75,7 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
             "--" => break,
             "--no-follow" => args.follow = false,
             "-w" | "-f" => {
-                let Some(v) = argv.next().and_then(|v| v.into_string().ok()) else {
+                let Some(v) = argv.next() else {
                     return Parsed::Usage(format!("option {s} needs a value"));
                 };
                 if s == "-w" {
@@ -176,49 +178,6 @@ fn warn_if_static(cmd: &Path) {
     }
 }
 
-/// Capture files written during this run: the pattern's fixed prefix, changed since `since`.
-fn captures_since(pattern: &str, since: SystemTime) -> Vec<PathBuf> {
-    let fixed = pattern.split('%').next().unwrap_or("");
-    let fixed = Path::new(fixed);
-    let (dir, prefix) = if pattern.ends_with('/') || fixed.file_name().is_none() {
-        (fixed.to_path_buf(), String::new())
-    } else {
-        (
-            fixed.parent().map(Path::to_path_buf).unwrap_or_default(),
-            fixed
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        )
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter(|e| {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t >= since)
-        })
-        .map(|e| {
-            if dir == Path::new(".") {
-                PathBuf::from(e.file_name())
-            } else {
-                e.path()
-            }
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 /// Run the CLI with `argv` (without the program name); returns the exit status.
 pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let mut argv = argv.peekable();
@@ -248,32 +207,24 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
-    if let Some(expr) = &args.filter {
-        let dir = lib.parent().unwrap_or(Path::new("."));
-        if let Err(msg) = crate::filter::Filter::compile_with(dir, expr) {
-            let shown: String = expr.chars().take(200).collect();
-            let more = if shown.len() < expr.len() { "…" } else { "" };
-            eprintln!("netintercept: bad filter '{shown}{more}': {msg}");
-            return 2;
-        }
-    }
-    warn_if_static(Path::new(&args.command[0]));
-    let pattern = args
-        .file
-        .clone()
-        .or_else(|| {
-            std::env::var("NETINTERCEPT_FILE")
-                .ok()
-                .filter(|f| !f.is_empty())
-        })
-        .unwrap_or_else(|| config::DEFAULT_FILE.to_string());
     let lib_dir = lib.parent().map(Path::to_path_buf).unwrap_or_default();
+    // The options stand for the variables they set; everything is checked, and the filter
+    // compiled, once, before the program starts.
+    let cfg = config::Config::from_lookup(|name| match name {
+        "NETINTERCEPT_FILE" if args.file.is_some() => args.file.clone(),
+        "NETINTERCEPT_FILTER" if args.filter.is_some() => args.filter.clone(),
+        _ => std::env::var_os(name),
+    });
+    let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
+        return 2;
+    };
+    warn_if_static(Path::new(&args.command[0]));
+    let pattern = cfg.file_pattern.clone();
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
         preload.push(":");
         preload.push(old);
     }
-    let start = SystemTime::now();
     let (region_path, region) = match crate::collector::spawn::create_region() {
         Ok(r) => r,
         Err(e) => {
@@ -303,11 +254,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
                 .expect("dup stderr"),
         ));
     }
-    std::env::set_var("NETINTERCEPT_FILE", &pattern);
-    if let Some(f) = &args.filter {
-        std::env::set_var("NETINTERCEPT_FILTER", f);
-    }
-    let outputs = crate::collector::outputs_from_env(&region, &lib_dir);
+    let outputs = crate::collector::outputs(&region, &cfg, filter);
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -332,24 +279,29 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let status = crate::collector::run(
+    let ended = crate::collector::run(
         region,
         outputs,
         crate::tls::mode(),
         crate::collector::Until::Child(child),
     );
     let _ = std::fs::remove_file(&region_path);
-    let Some(status) = status else {
+    let Some(status) = ended.status else {
         eprintln!("netintercept: waiting for the program failed");
         return 2;
     };
     if pattern != "-" {
-        let files = captures_since(&pattern, start);
-        if files.is_empty() {
+        // The collector's own list: the regular files it wrote whole. A file it could not
+        // write was named with the reason already; a device (`-w /dev/null`) is the user's
+        // own choice and needs no word.
+        if ended.written.is_empty() && !ended.failed && !ended.device {
             eprintln!("netintercept: no packets captured, no capture file written");
         }
-        for f in files {
-            eprintln!("netintercept: capture written to '{}'", f.display());
+        for f in &ended.written {
+            eprintln!(
+                "netintercept: capture written to {}",
+                quoted(f.as_bytes(), PATH_CHARS)
+            );
         }
     }
     status
@@ -371,8 +323,8 @@ mod tests {
         let Parsed::Run(a) = args(&["-w", "x.pcap", "-f", "tcp", "curl", "-w", "y"]) else {
             panic!("expected a command");
         };
-        assert_eq!(a.file.as_deref(), Some("x.pcap"));
-        assert_eq!(a.filter.as_deref(), Some("tcp"));
+        assert_eq!(a.file.as_deref(), Some(std::ffi::OsStr::new("x.pcap")));
+        assert_eq!(a.filter.as_deref(), Some(std::ffi::OsStr::new("tcp")));
         assert_eq!(a.command, ["curl", "-w", "y"]);
     }
 

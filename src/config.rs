@@ -1,4 +1,15 @@
-//! Configuration from the environment, read by the collector.
+//! Configuration from the environment, read and checked once per run: by the CLI before it
+//! starts the program (its options in place of the variables they set), or by a detached
+//! collector.
+//!
+//! Values are bytes as the OS gives them. A file name is used as those bytes, UTF-8 or not; a
+//! value that must be text (the filter, the format) and is not, is a problem named in one line,
+//! never silently ignored.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::quoted::{quoted, VALUE_CHARS};
 
 /// The capture file pattern used when `NETINTERCEPT_FILE` is unset, as in the original C tool.
 pub const DEFAULT_FILE: &str = "netintercept.pcap";
@@ -6,26 +17,191 @@ pub const DEFAULT_FILE: &str = "netintercept.pcap";
 /// What the run writes.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub file_pattern: String,
+    /// The capture file pattern, exactly the bytes given.
+    pub file_pattern: OsString,
+    /// The filter expression, when one is set and is text (see [`Problem::BadFilter`]).
     pub filter: Option<String>,
     /// Write pcapng with per-packet comments (a `.pcapng` name or NETINTERCEPT_FORMAT=pcapng).
     pub pcapng: bool,
+    /// What is wrong with the values, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// A value that cannot be used as given. Each holds its line, without the `netintercept: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The filter cannot be applied: nothing may be written (a user who asked for less never
+    /// gets more).
+    BadFilter(String),
+    /// NETINTERCEPT_FORMAT names no format: the CLI refuses to start, a detached collector
+    /// writes the format the file name implies (already chosen in [`Config::pcapng`]) and says
+    /// so after this line.
+    BadFormat(String),
+    /// A variable nothing reads any more: said once, then the run goes on.
+    Ignored(String),
+}
+
+impl Problem {
+    /// The line to print (after `netintercept: `).
+    pub fn line(&self) -> &str {
+        match self {
+            Problem::BadFilter(l) | Problem::BadFormat(l) | Problem::Ignored(l) => l,
+        }
+    }
 }
 
 impl Config {
     /// Read the environment.
     pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let file_pattern = var("NETINTERCEPT_FILE").unwrap_or_else(|| DEFAULT_FILE.to_string());
-        let pcapng = match var("NETINTERCEPT_FORMAT").as_deref() {
-            Some("pcapng") => true,
-            Some(_) => false,
-            None => file_pattern.ends_with(".pcapng"),
+        Self::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Read the variables through `lookup` (the environment, or the CLI's options over it).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Self {
+        // An empty value means unset, as for every variable of ours.
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let mut problems = Vec::new();
+        let file_pattern = var("NETINTERCEPT_FILE").unwrap_or_else(|| DEFAULT_FILE.into());
+        let named_pcapng = file_pattern.as_bytes().ends_with(b".pcapng");
+        let pcapng = match var("NETINTERCEPT_FORMAT") {
+            None => named_pcapng,
+            Some(v) if v == "pcapng" => true,
+            Some(v) if v == "pcap" => false,
+            Some(v) => {
+                problems.push(Problem::BadFormat(format!(
+                    "NETINTERCEPT_FORMAT={} is not pcap or pcapng",
+                    quoted(v.as_bytes(), VALUE_CHARS)
+                )));
+                named_pcapng
+            }
         };
-        Self {
-            pcapng,
-            file_pattern,
-            filter: std::env::var("NETINTERCEPT_FILTER").ok(),
+        let filter = match lookup("NETINTERCEPT_FILTER") {
+            None => None,
+            Some(v) => match v.into_string() {
+                Ok(text) => Some(text),
+                Err(bytes) => {
+                    problems.push(Problem::BadFilter(bad_filter_line(
+                        bytes.as_bytes(),
+                        &not_utf8(bytes.as_bytes()),
+                    )));
+                    None
+                }
+            },
+        };
+        if let Some(v) = var("NETINTERCEPT_FLUSH_MS") {
+            problems.push(Problem::Ignored(format!(
+                "NETINTERCEPT_FLUSH_MS={} is ignored: packets reach the capture as the collector \
+                 makes them, there is no flush interval to set",
+                quoted(v.as_bytes(), VALUE_CHARS)
+            )));
         }
+        Self {
+            file_pattern,
+            filter,
+            pcapng,
+            problems,
+        }
+    }
+
+    /// Whether a problem keeps the run from writing anything.
+    pub fn bad_filter(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| matches!(p, Problem::BadFilter(_)))
+    }
+}
+
+/// The one line for a filter that cannot be used: the expression (its start, when long) and why.
+pub fn bad_filter_line(expr: &[u8], why: &str) -> String {
+    format!("bad filter {}: {why}", quoted(expr, VALUE_CHARS))
+}
+
+/// Why `bytes` are not text: where the first byte that is not UTF-8 is.
+fn not_utf8(bytes: &[u8]) -> String {
+    let at = std::str::from_utf8(bytes)
+        .err()
+        .map_or(0, |e| e.valid_up_to());
+    format!(
+        "not UTF-8 text (byte 0x{:02x} at offset {at})",
+        bytes.get(at).copied().unwrap_or(0)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn config(vars: &[(&str, &[u8])]) -> Config {
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from_vec(v.to_vec())))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]);
+        assert_eq!(c.file_pattern, DEFAULT_FILE);
+        assert!(!c.pcapng && c.filter.is_none() && c.problems.is_empty());
+    }
+
+    #[test]
+    fn file_names_are_bytes() {
+        let c = config(&[("NETINTERCEPT_FILE", b"caf\xe9-%p.pcapng")]);
+        assert_eq!(c.file_pattern.as_bytes(), b"caf\xe9-%p.pcapng");
+        assert!(c.pcapng && c.problems.is_empty());
+    }
+
+    #[test]
+    fn a_filter_that_is_not_text_is_a_bad_filter() {
+        let c = config(&[("NETINTERCEPT_FILTER", b"udp\xff")]);
+        assert!(c.filter.is_none() && c.bad_filter());
+        assert_eq!(
+            c.problems[0].line(),
+            r"bad filter 'udp\xff': not UTF-8 text (byte 0xff at offset 3)"
+        );
+        let c = config(&[("NETINTERCEPT_FILTER", b"udp")]);
+        assert_eq!(c.filter.as_deref(), Some("udp"));
+        assert!(!c.bad_filter());
+    }
+
+    #[test]
+    fn formats_and_what_a_bad_one_falls_back_to() {
+        let format = |name: &[u8], value: &[u8]| {
+            let c = config(&[("NETINTERCEPT_FILE", name), ("NETINTERCEPT_FORMAT", value)]);
+            (c.pcapng, c.problems)
+        };
+        assert_eq!(format(b"x.pcap", b"pcapng"), (true, vec![]));
+        assert_eq!(format(b"x.pcapng", b"pcap"), (false, vec![]));
+        assert_eq!(format(b"x.pcapng", b""), (true, vec![]));
+        let (pcapng, problems) = format(b"x.pcapng", b"bogus");
+        assert!(pcapng);
+        assert_eq!(
+            problems,
+            [Problem::BadFormat(
+                "NETINTERCEPT_FORMAT='bogus' is not pcap or pcapng".into()
+            )]
+        );
+        let (pcapng, problems) = format(b"x.pcap", b"pcapng\xff");
+        assert!(!pcapng);
+        assert!(problems[0]
+            .line()
+            .starts_with(r"NETINTERCEPT_FORMAT='pcapng\xff' is not"));
+    }
+
+    #[test]
+    fn flush_interval_is_said_to_be_ignored() {
+        for v in [&b"abc"[..], b"-1", b"0", b"99999999999999999999999"] {
+            let c = config(&[("NETINTERCEPT_FLUSH_MS", v)]);
+            assert_eq!(c.problems.len(), 1);
+            assert!(
+                matches!(&c.problems[0], Problem::Ignored(l) if l.starts_with("NETINTERCEPT_FLUSH_MS='"))
+            );
+        }
+        assert!(config(&[("NETINTERCEPT_FLUSH_MS", b"")])
+            .problems
+            .is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod guard;
 pub mod output_path;
 pub mod process;
+pub mod quoted;
 pub mod real_fn;
 pub mod record;
 pub mod recorder;

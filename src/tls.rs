@@ -40,26 +40,31 @@ impl Mode {
 /// The mode chosen by `NETINTERCEPT_TLS` (an unknown value means plain; the collector says so).
 pub fn mode() -> Mode {
     static MODE: Lazy<Mode> =
-        Lazy::new(|| parse(std::env::var("NETINTERCEPT_TLS").ok().as_deref()).0);
+        Lazy::new(|| parse(std::env::var_os("NETINTERCEPT_TLS").as_deref()).0);
     *MODE
 }
 
 /// The line the collector prints when `NETINTERCEPT_TLS` names no mode.
 pub fn complaint() -> Option<String> {
-    parse(std::env::var("NETINTERCEPT_TLS").ok().as_deref()).1
+    parse(std::env::var_os("NETINTERCEPT_TLS").as_deref()).1
 }
 
-fn parse(value: Option<&str>) -> (Mode, Option<String>) {
-    match value {
-        Some("raw") => (Mode::Raw, None),
-        Some("both") => (Mode::Both, None),
-        Some("plain") | Some("") | None => (Mode::Plain, None),
-        Some(other) => (
-            Mode::Plain,
-            Some(format!(
-                "NETINTERCEPT_TLS='{other}' is not plain, raw or both: using plain"
-            )),
-        ),
+/// A value that is not UTF-8 names no mode either: it is said, not silently taken as unset.
+fn parse(value: Option<&std::ffi::OsStr>) -> (Mode, Option<String>) {
+    match value.map(|v| v.to_str().ok_or(v)) {
+        Some(Ok("raw")) => (Mode::Raw, None),
+        Some(Ok("both")) => (Mode::Both, None),
+        Some(Ok("plain")) | Some(Ok("")) | None => (Mode::Plain, None),
+        Some(Ok(_)) | Some(Err(_)) => {
+            let bytes = value.map(|v| v.as_encoded_bytes()).unwrap_or_default();
+            let shown = crate::quoted::quoted(bytes, crate::quoted::VALUE_CHARS);
+            (
+                Mode::Plain,
+                Some(format!(
+                    "NETINTERCEPT_TLS={shown} is not plain, raw or both: using plain"
+                )),
+            )
+        }
     }
 }
 
@@ -118,4 +123,25 @@ pub fn fd_of(ssl: usize) -> Option<i32> {
 /// `ssl` was freed.
 pub fn forget(ssl: usize) {
     DESCRIPTORS.remove(&ssl);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn modes_and_the_line_for_anything_else() {
+        let p = |v: &[u8]| parse(Some(OsStr::from_bytes(v)));
+        assert_eq!(p(b"raw"), (Mode::Raw, None));
+        assert_eq!(p(b"both"), (Mode::Both, None));
+        assert_eq!(parse(None), (Mode::Plain, None));
+        let (mode, line) = p(b"raw\xff");
+        assert_eq!(mode, Mode::Plain);
+        assert_eq!(
+            line.as_deref(),
+            Some(r"NETINTERCEPT_TLS='raw\xff' is not plain, raw or both: using plain")
+        );
+    }
 }

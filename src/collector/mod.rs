@@ -71,13 +71,20 @@ impl PacketSink for Outputs {
     }
 }
 
-/// Collect until the run ends; returns the command's exit status in CLI mode.
-pub fn run(
-    region: Region,
-    mut outputs: Outputs,
-    mode: crate::tls::Mode,
-    until: Until,
-) -> Option<std::process::ExitStatus> {
+/// How a run ended.
+pub struct Ended {
+    /// The command's exit status (CLI mode).
+    pub status: Option<std::process::ExitStatus>,
+    /// The regular capture files written whole, sorted.
+    pub written: Vec<std::ffi::OsString>,
+    /// Packets went to a character device the user named (`/dev/null`).
+    pub device: bool,
+    /// Some capture file could not be opened or written (its line was printed then).
+    pub failed: bool,
+}
+
+/// Collect until the run ends.
+pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: Until) -> Ended {
     // SAFETY: getpid cannot fail.
     region.set_collector_pid(unsafe { libc::getpid() });
     let mut machine = Machine::new(procfs::ProcFs, mode, crate::recorder::now_ns() ^ 0x5eed);
@@ -144,8 +151,14 @@ pub fn run(
         }
     }
     machine.finish(&mut outputs);
-    outputs.close();
-    status
+    let failed = outputs.failed();
+    let (written, device) = outputs.close();
+    Ended {
+        status,
+        written,
+        device,
+        failed,
+    }
 }
 
 /// Apply records in time order while that order is certain; returns how many were applied.
@@ -341,23 +354,56 @@ fn reap(
     }
 }
 
-/// The outputs the environment asks for (`NETINTERCEPT_FILE`, `_FORMAT`, `_FILTER`), with the
-/// filter library found in `lib_dir`. A bad filter is reported once and nothing is written.
-pub fn outputs_from_env(region: &Region, lib_dir: &std::path::Path) -> Outputs {
-    let cfg = crate::config::Config::from_env();
-    let filter = match cfg.filter.as_deref() {
-        None => None,
-        Some(expr) if expr.trim().is_empty() => None,
-        Some(expr) => match crate::filter::Filter::compile_with(lib_dir, expr) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                let shown: String = expr.chars().take(200).collect();
-                let more = if shown.len() < expr.len() { "…" } else { "" };
-                eprintln!("netintercept: bad filter '{shown}{more}': {msg}");
-                return Outputs::discard();
+/// The run may write nothing; why was said on stderr.
+#[derive(Debug)]
+pub struct Refused;
+
+/// Say each of `cfg`'s problems once and compile its filter (the run's only compilation).
+/// `Err` when nothing may be written: a filter that cannot be applied, or for the CLI
+/// (`strict`, which then exits before starting the program) any value that names nothing.
+pub fn check(
+    cfg: &crate::config::Config,
+    lib_dir: &std::path::Path,
+    strict: bool,
+) -> Result<Option<crate::filter::Filter>, Refused> {
+    use crate::config::Problem;
+    for p in &cfg.problems {
+        match p {
+            Problem::BadFormat(line) if !strict => {
+                let implied = if cfg.pcapng { "pcapng" } else { "pcap" };
+                eprintln!("netintercept: {line}: writing {implied}, as the file name implies");
             }
-        },
-    };
+            _ => eprintln!("netintercept: {}", p.line()),
+        }
+    }
+    let refused = cfg.problems.iter().any(|p| match p {
+        Problem::BadFilter(_) => true,
+        Problem::BadFormat(_) => strict,
+        Problem::Ignored(_) => false,
+    });
+    if refused {
+        return Err(Refused);
+    }
+    match cfg.filter.as_deref() {
+        // An empty expression keeps everything, as tcpdump's does.
+        None => Ok(None),
+        Some(expr) if expr.trim().is_empty() => Ok(None),
+        Some(expr) => crate::filter::Filter::compile_with(lib_dir, expr)
+            .map(Some)
+            .map_err(|msg| {
+                let line = crate::config::bad_filter_line(expr.as_bytes(), &msg);
+                eprintln!("netintercept: {line}");
+                Refused
+            }),
+    }
+}
+
+/// The outputs `cfg` asks for, with `filter` already compiled by [`check`].
+pub fn outputs(
+    region: &Region,
+    cfg: &crate::config::Config,
+    filter: Option<crate::filter::Filter>,
+) -> Outputs {
     let (realtime, mono) = region.start_clocks();
     Outputs::new(
         &cfg.file_pattern,
@@ -366,6 +412,28 @@ pub fn outputs_from_env(region: &Region, lib_dir: &std::path::Path) -> Outputs {
         realtime as i128 - mono as i128,
         realtime / 1_000_000_000,
     )
+}
+
+/// How often the heartbeat is renewed while the collector is busy before its loop starts.
+const BUSY_BEAT: Duration = Duration::from_millis(100);
+
+/// `work()`, with the collector's heartbeat renewed meanwhile by another thread.
+fn keeping_heartbeat<T>(region: &Region, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                // Raising the clock floor is what the merge loop does at each look, and all the
+                // floor promises (stamps of clockless threads never below it) holds from any
+                // thread: it only ever grows.
+                region.set_clock_floor(crate::recorder::now_ns());
+                std::thread::sleep(BUSY_BEAT);
+            }
+        });
+        let out = work();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        out
+    })
 }
 
 /// `netintercept --collect REGION LIBDIR`: the detached collector of an LD_PRELOAD run.
@@ -377,11 +445,48 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
             return 2;
         }
     };
-    let outputs = outputs_from_env(&region, lib_dir);
+    let cfg = crate::config::Config::from_env();
+    // The program is already running: its recorders must see a live collector while libpcap
+    // compiles (minutes for a 1,000-term filter), or after 10 s they take it for dead and stop
+    // recording for the whole run. Until the merge starts, a full ring makes them wait.
+    let checked = keeping_heartbeat(&region, || check(&cfg, lib_dir, false));
+    let outputs = match checked {
+        Ok(filter) => outputs(&region, &cfg, filter),
+        Err(Refused) => Outputs::discard(),
+    };
     if let Some(line) = crate::tls::complaint() {
         eprintln!("netintercept: {line}");
     }
     run(region, outputs, crate::tls::mode(), Until::LastProcess);
     let _ = std::fs::remove_file(region_path);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the collector is busy before its loop (compiling a filter), the heartbeat the
+    /// recorders look at keeps moving.
+    #[test]
+    fn a_busy_collector_keeps_its_heartbeat() {
+        let (path, region) = spawn::create_region().expect("a region");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(region.heartbeat_ns(), 0, "no collector yet");
+        let beat_moves = |since: u64| {
+            let start = Instant::now();
+            while region.heartbeat_ns() <= since {
+                if start.elapsed() > Duration::from_secs(30) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Some(region.heartbeat_ns())
+        };
+        let beats = keeping_heartbeat(&region, || {
+            let first = beat_moves(0)?;
+            beat_moves(first).map(|second| (first, second))
+        });
+        assert!(beats.is_some_and(|(a, b)| b > a), "{beats:?}");
+    }
 }

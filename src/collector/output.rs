@@ -1,19 +1,22 @@
 //! The capture files of a run: one file, or one per process when the name has `%p`.
 //!
 //! A file is opened at its first packet (a run that captured nothing leaves no file), never
-//! through a symlink, never a FIFO or device (opened non-blocking and checked before anything
-//! is written), never a file with other hard links or of another user. Buffers hold whole
-//! records only; a failed write is cut back to the last whole record, so a full disk still
-//! leaves a readable capture.
+//! through a symlink, never a FIFO, block device or socket (opened non-blocking and checked
+//! before anything is written), never a file with other hard links or of another user. A
+//! character device (`/dev/null`) is the user's explicit choice and is written as it is: never
+//! created, never truncated. Buffers hold whole records only; a failed write is cut back to the
+//! last whole record, so a full disk still leaves a readable capture.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
 use super::machine::Origin;
 use super::procfs;
 use crate::output_path::{self, ProcessInfo};
+use crate::quoted::{quoted, PATH_CHARS};
 use crate::record::call_name;
 use crate::sys;
 
@@ -21,7 +24,7 @@ const HIGH_WATER: usize = 1 << 20;
 
 /// Where packets go and how they are written.
 pub struct Outputs {
-    pattern: String,
+    pattern: OsString,
     pcapng: bool,
     per_process: bool,
     filter: Option<crate::filter::Filter>,
@@ -29,9 +32,9 @@ pub struct Outputs {
     clock_offset_ns: i128,
     start_secs: u64,
     files: HashMap<i32, File>,
-    exe: HashMap<i32, String>,
+    exe: HashMap<i32, OsString>,
     /// Paths already reported as unwritable (said once).
-    refused: Vec<String>,
+    refused: Vec<OsString>,
     /// `-w -`: the one output is standard output.
     stdout: bool,
     /// Write nothing (a bad filter: a user who asked for less never gets more).
@@ -40,7 +43,9 @@ pub struct Outputs {
 
 struct File {
     fd: i32,
-    path: String,
+    path: OsString,
+    /// A character device: written as it is, never truncated.
+    device: bool,
     buf: Vec<u8>,
     written: u64,
     broken: bool,
@@ -48,14 +53,14 @@ struct File {
 
 impl Outputs {
     pub fn new(
-        pattern: &str,
+        pattern: &OsStr,
         pcapng: bool,
         filter: Option<crate::filter::Filter>,
         clock_offset_ns: i128,
         start_secs: u64,
     ) -> Outputs {
         Outputs {
-            pattern: pattern.to_string(),
+            pattern: pattern.to_os_string(),
             pcapng,
             per_process: output_path::is_per_process(pattern),
             filter,
@@ -71,7 +76,7 @@ impl Outputs {
 
     /// Outputs that write nothing.
     pub fn discard() -> Outputs {
-        let mut o = Outputs::new("", false, None, 0, 0);
+        let mut o = Outputs::new(OsStr::new(""), false, None, 0, 0);
         o.discard = true;
         o
     }
@@ -128,14 +133,32 @@ impl Outputs {
         }
     }
 
-    /// Flush and close every file.
-    pub fn close(&mut self) {
+    /// Whether a capture file was refused or could not be written (each said once).
+    pub fn failed(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// Flush and close every file; returns the names of the regular files written whole, sorted,
+    /// and whether packets went to a character device.
+    pub fn close(&mut self) -> (Vec<OsString>, bool) {
         self.flush();
+        let mut written = Vec::new();
+        let mut device = false;
         for (_, f) in self.files.drain() {
             if f.fd > 2 {
                 sys::close(f.fd);
             }
+            if f.broken || self.stdout {
+                continue;
+            }
+            if f.device {
+                device = true;
+            } else {
+                written.push(f.path);
+            }
         }
+        written.sort();
+        (written, device)
     }
 
     fn comment(&self, o: &Origin) -> String {
@@ -146,8 +169,10 @@ impl Outputs {
             c if c.starts_with("gnutls_") => " tls=GnuTLS",
             _ => "",
         };
-        let exe = self.exe.get(&o.pid).map(String::as_str).unwrap_or("");
-        let exe = exe.rsplit('/').next().unwrap_or("");
+        // A comment is UTF-8 text (pcapng's opt_comment): a name that is not is shown lossily.
+        let exe = self.exe.get(&o.pid).map(|e| e.as_bytes()).unwrap_or(b"");
+        let exe = exe.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        let exe = String::from_utf8_lossy(exe);
         let note = o.note.map(|n| format!("; {n}")).unwrap_or_default();
         format!(
             "pid={} tid={} exe={exe} fd={} call={call}{library}{note}",
@@ -159,16 +184,14 @@ impl Outputs {
         let info = ProcessInfo {
             pid,
             start_secs: self.start_secs,
-            host: hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: hostname::get().unwrap_or_default(),
             exe_path: self.exe.get(&pid).cloned().unwrap_or_default(),
             // SAFETY: getuid cannot fail.
             uid: unsafe { libc::getuid() },
         };
         let header = if self.pcapng {
             synth::pcapng_header(&synth::SectionInfo {
-                host: &info.host,
+                host: &info.host.to_string_lossy(),
                 os: std::env::consts::OS,
                 application: concat!("netintercept ", env!("CARGO_PKG_VERSION")),
                 command_line: &procfs::command_line(pid),
@@ -176,15 +199,18 @@ impl Outputs {
         } else {
             synth::pcap_header()
         };
-        let (fd, path) = if self.stdout {
-            (1, "-".to_string())
+        let (fd, path, device) = if self.stdout {
+            (1, OsString::from("-"), false)
         } else {
             let path = output_path::expand(&self.pattern, &info);
             match open_capture(&path) {
-                Ok(fd) => (fd, path),
+                Ok((fd, device)) => (fd, path, device),
                 Err(reason) => {
                     if !self.refused.contains(&path) {
-                        eprintln!("netintercept: cannot write capture to '{path}': {reason}");
+                        eprintln!(
+                            "netintercept: cannot write capture to {}: {reason}",
+                            quoted(path.as_bytes(), PATH_CHARS)
+                        );
                         self.refused.push(path);
                     }
                     return None;
@@ -194,6 +220,7 @@ impl Outputs {
         Some(File {
             fd,
             path,
+            device,
             buf: header,
             written: 0,
             broken: false,
@@ -202,16 +229,19 @@ impl Outputs {
 }
 
 impl File {
-    fn write_out(&mut self, refused: &mut Vec<String>) {
+    fn write_out(&mut self, refused: &mut Vec<OsString>) {
         if self.buf.is_empty() || self.broken {
             return;
         }
         if let Err(e) = sys::write_all(self.fd, &self.buf) {
-            // Cut a partial record off, so what is in the file stays readable.
-            let _ = sys::ftruncate(self.fd, self.written as i64);
+            // Cut a partial record off, so what is in the file stays readable (a device has no
+            // length to cut back).
+            if !self.device {
+                let _ = sys::ftruncate(self.fd, self.written as i64);
+            }
             eprintln!(
-                "netintercept: cannot write capture to '{}': {}",
-                self.path,
+                "netintercept: cannot write capture to {}: {}",
+                quoted(self.path.as_bytes(), PATH_CHARS),
                 sys::strerror(e)
             );
             refused.push(self.path.clone());
@@ -224,10 +254,13 @@ impl File {
     }
 }
 
-/// Open `path` for a new capture: a regular file of ours with one link, or a new one (0600).
-fn open_capture(path: &str) -> Result<i32, String> {
-    let c = CString::new(std::path::Path::new(path).as_os_str().as_bytes())
-        .map_err(|_| "the name holds a NUL byte".to_string())?;
+/// Open `path` for a new capture: a regular file of ours with one link (emptied), a new one
+/// (0600), or a character device named explicitly (`/dev/null`: opened as it is). Returns the
+/// descriptor and whether it is a device.
+fn open_capture(path: &OsStr) -> Result<(i32, bool), String> {
+    let c = CString::new(path.as_bytes()).map_err(|_| "the name holds a NUL byte".to_string())?;
+    // O_CREAT creates nothing where a name exists, so a device is opened, never made; without
+    // O_TRUNC a device or another user's file is not touched before the checks below.
     let fd = sys::open(
         &c,
         libc::O_WRONLY
@@ -240,27 +273,44 @@ fn open_capture(path: &str) -> Result<i32, String> {
     )
     .map_err(|e| match e {
         libc::ELOOP => "it is a symbolic link".to_string(),
+        // A FIFO without a reader (or a unix socket) refuses a non-blocking writer with ENXIO,
+        // whose text ("No such device or address") would not say what the name is.
+        libc::ENXIO => match std::fs::symlink_metadata(path).map(|m| m.file_type()) {
+            Ok(t) if t.is_fifo() => "it is a FIFO".to_string(),
+            Ok(t) if t.is_socket() => "it is a socket".to_string(),
+            _ => sys::strerror(e),
+        },
         e => sys::strerror(e),
     })?;
     let checked = (|| {
         let st = sys::fstat(fd).map_err(sys::strerror)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err("not a regular file".to_string());
+        let device = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => false,
+            // Only a name the user gave can lead here: an unprivileged user cannot plant a
+            // device node (mknod needs CAP_MKNOD) to divert a capture into.
+            libc::S_IFCHR => true,
+            libc::S_IFIFO => return Err("it is a FIFO".to_string()),
+            libc::S_IFBLK => return Err("it is a block device".to_string()),
+            libc::S_IFSOCK => return Err("it is a socket".to_string()),
+            _ => return Err("not a regular file".to_string()),
+        };
+        if !device {
+            if st.st_nlink > 1 {
+                return Err("it has other hard links".to_string());
+            }
+            // SAFETY: geteuid cannot fail.
+            if st.st_uid != unsafe { libc::geteuid() } {
+                return Err("it belongs to another user".to_string());
+            }
+            sys::ftruncate(fd, 0).map_err(sys::strerror)?;
         }
-        if st.st_nlink > 1 {
-            return Err("it has other hard links".to_string());
-        }
-        // SAFETY: geteuid cannot fail.
-        if st.st_uid != unsafe { libc::geteuid() } {
-            return Err("it belongs to another user".to_string());
-        }
-        sys::ftruncate(fd, 0).map_err(sys::strerror)?;
-        // SAFETY: clearing O_NONBLOCK on our own descriptor.
+        // SAFETY: clearing O_NONBLOCK on our own descriptor: a device that is slow to take the
+        // bytes (a terminal) is waited for, as a file is.
         unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_WRONLY) };
-        Ok(())
+        Ok(device)
     })();
     match checked {
-        Ok(()) => Ok(fd),
+        Ok(device) => Ok((fd, device)),
         Err(e) => {
             sys::close(fd);
             Err(e)

@@ -140,9 +140,9 @@ fn parent_and_innermost_pid(status: &str) -> Option<(i32, i32)> {
 }
 
 /// The executable's file name of `pid`, for pcapng comments and `%e`.
-pub fn exe_path(pid: i32) -> String {
+pub fn exe_path(pid: i32) -> std::ffi::OsString {
     std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(std::path::PathBuf::into_os_string)
         .unwrap_or_default()
 }
 

@@ -1,5 +1,10 @@
 //! The pcapng capture format, written with pcap-file: one section, one raw-IP interface with
 //! nanosecond timestamps, and each packet with a comment saying which process and call made it.
+//!
+//! An option's length is a 16-bit field, and pcap-file writes a longer value's length modulo
+//! 65,536, which makes the rest of the file unreadable. Every text option goes through
+//! [`fit_option`] first: a value over [`MAX_OPTION_LEN`] bytes (a traced command line of 70,000
+//! characters in the interface description) is cut on a character boundary and marked.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -15,6 +20,35 @@ use pcap_file::{DataLink, Endianness};
 
 use crate::pcap_format::SNAPLEN;
 
+/// The longest option value pcapng can hold: its length field has 16 bits.
+pub const MAX_OPTION_LEN: usize = u16::MAX as usize;
+
+/// `value` as it fits in one option: unchanged when it does, else its start (cut on a UTF-8
+/// character boundary) followed by a mark saying how long it was, `MAX_OPTION_LEN` bytes at most.
+fn fit_option(value: &str) -> Cow<'_, str> {
+    fit(value, MAX_OPTION_LEN)
+}
+
+/// [`fit_option`] for a value built on the spot (kept without a copy when it fits).
+fn fit_owned(value: String) -> Cow<'static, str> {
+    if value.len() <= MAX_OPTION_LEN {
+        return Cow::Owned(value);
+    }
+    Cow::Owned(fit(&value, MAX_OPTION_LEN).into_owned())
+}
+
+fn fit(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mark = format!("… [cut from {} bytes]", value.len());
+    let mut cut = max.saturating_sub(mark.len());
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}{mark}", &value[..cut]))
+}
+
 /// Who is capturing: written into the section header and the interface description.
 pub struct SectionInfo<'a> {
     pub host: &'a str,
@@ -28,9 +62,9 @@ pub fn pcapng_header(info: &SectionInfo) -> Vec<u8> {
     let shb = SectionHeaderBlock {
         endianness: Endianness::Little,
         options: vec![
-            SectionHeaderOption::Hardware(Cow::Owned(format!("host {}", info.host))),
-            SectionHeaderOption::OS(Cow::Borrowed(info.os)),
-            SectionHeaderOption::UserApplication(Cow::Borrowed(info.application)),
+            SectionHeaderOption::Hardware(fit_owned(format!("host {}", info.host))),
+            SectionHeaderOption::OS(fit_option(info.os)),
+            SectionHeaderOption::UserApplication(fit_option(info.application)),
         ],
         ..SectionHeaderBlock::default()
     };
@@ -39,7 +73,7 @@ pub fn pcapng_header(info: &SectionInfo) -> Vec<u8> {
         snaplen: SNAPLEN,
         options: vec![
             InterfaceDescriptionOption::IfName(Cow::Borrowed("netintercept")),
-            InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
+            InterfaceDescriptionOption::IfDescription(fit_owned(format!(
                 "raw IPv4/IPv6 (LINKTYPE_RAW) synthesized from the calls of: {}",
                 info.command_line
             ))),
@@ -69,7 +103,7 @@ pub fn pcapng_record(ts: Duration, packet: &[u8], comment: &str, out: &mut Vec<u
         timestamp: ts,
         original_len: packet.len() as u32,
         data: Cow::Borrowed(packet),
-        options: vec![EnhancedPacketOption::Comment(Cow::Borrowed(comment))],
+        options: vec![EnhancedPacketOption::Comment(fit_option(comment))],
     };
     let start = out.len();
     if epb.into_block().write_to::<LittleEndian, _>(out).is_err() {
@@ -117,5 +151,79 @@ mod tests {
             }
         }
         assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn fit_cuts_on_a_character_and_marks_the_cut() {
+        assert_eq!(fit("short", 5), "short");
+        // 33 bytes into 27: the 23-byte mark leaves 4, which would split the second 'é'.
+        let value = format!("a{}", "é".repeat(16));
+        let fitted = fit(&value, 27);
+        assert_eq!(
+            fitted.as_bytes(),
+            [
+                b'a', 0xc3, 0xa9, 0xe2, 0x80, 0xa6, b' ', b'[', b'c', b'u', b't', b' ', b'f', b'r',
+                b'o', b'm', b' ', b'3', b'3', b' ', b'b', b'y', b't', b'e', b's', b']'
+            ]
+        );
+    }
+
+    /// A 70,000-byte command line: the interface description is cut to 65,534 bytes (the
+    /// largest cut that ends on a character), marked, padded, and the blocks after it read.
+    #[test]
+    fn a_long_command_line_is_cut_and_the_file_stays_readable() {
+        let command_line = "é".repeat(35_000);
+        let info = SectionInfo {
+            host: "box",
+            os: "Linux",
+            application: "netintercept 0.1.0",
+            command_line: &command_line,
+        };
+        let mut file = pcapng_header(&info);
+        let shb_len = u32::from_le_bytes([file[4], file[5], file[6], file[7]]) as usize;
+        let idb = &file[shb_len..];
+        // Type 1, total length 0x10034 at both ends; LINKTYPE_RAW, snaplen.
+        assert_eq!(idb[..8], [1, 0, 0, 0, 0x34, 0, 1, 0]);
+        assert_eq!(idb.len(), 0x10034);
+        assert_eq!(idb[idb.len() - 4..], [0x34, 0, 1, 0]);
+        // if_name (2): "netintercept"; then if_description (3), 0xfffe bytes long.
+        assert_eq!(idb[16..20], [2, 0, 12, 0]);
+        assert_eq!(&idb[20..32], b"netintercept");
+        assert_eq!(idb[32..36], [3, 0, 0xfe, 0xff]);
+        assert_eq!(
+            &idb[36..96],
+            b"raw IPv4/IPv6 (LINKTYPE_RAW) synthesized from the calls of: "
+        );
+        let end = 36 + 0xfffe;
+        assert_eq!(
+            idb[end - 30..end + 18],
+            [
+                0xc3, 0xa9, 0xc3, 0xa9, 0xe2, 0x80, 0xa6, b' ', b'[', b'c', b'u', b't', b' ', b'f',
+                b'r', b'o', b'm', b' ', b'7', b'0', b'0', b'6', b'0', b' ', b'b', b'y', b't', b'e',
+                b's', b']', // end of the value
+                0, 0, // padding to 32 bits
+                9, 0, 1, 0, 9, 0, 0, 0, // if_tsresol: nanoseconds
+                0, 0, 0, 0, // end of options
+                0x34, 0, 1, 0, // total length again
+            ][..]
+        );
+        pcapng_record(Duration::new(1, 0), &[0x45, 0, 0, 20], "c", &mut file);
+        let mut reader = PcapNgReader::new(&file[..]).expect("section header");
+        let mut kinds = Vec::new();
+        while let Some(block) = reader.next_block() {
+            kinds.push(match block.expect("a readable block") {
+                Block::InterfaceDescription(idb) => {
+                    let text = idb.options.iter().find_map(|o| match o {
+                        InterfaceDescriptionOption::IfDescription(d) => Some(d.clone()),
+                        _ => None,
+                    });
+                    assert!(text.is_some_and(|t| t.ends_with("é… [cut from 70060 bytes]")));
+                    "idb"
+                }
+                Block::EnhancedPacket(_) => "epb",
+                _ => "other",
+            });
+        }
+        assert_eq!(kinds, ["idb", "epb"]);
     }
 }
