@@ -15,23 +15,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Compile `tests/programs/NAME.c` into `dir/NAME` with extra `flags`.
 fn build(dir: &TempDir, name: &str, flags: &[&str]) -> PathBuf {
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let out = dir.join(name);
-    let built = Command::new("gcc")
-        .args(flags)
-        .args(["-Wall", "-I"])
-        .arg(&programs)
-        .arg("-o")
-        .arg(&out)
-        .arg(programs.join(format!("{name}.c")))
-        .output()
-        .expect("gcc is installed (.ci/run installs it)");
-    assert!(
-        built.status.success(),
-        "gcc {name}.c: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+    support::build_c(dir.path(), name, name, flags, &[])
 }
 
 /// Untraced peers: a TCP server that reads "hello", sends 1000 'A's, reads "again" and sends

@@ -27,22 +27,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// Compile `tests/programs/NAME.c` into `dir/NAME` (`-O1`, as a real program would be built).
 fn build(dir: &TempDir, name: &str) -> PathBuf {
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let out = dir.join(name);
-    let built = Command::new("gcc")
-        .args(["-O1", "-Wall", "-pthread", "-I"])
-        .arg(&programs)
-        .arg("-o")
-        .arg(&out)
-        .arg(programs.join(format!("{name}.c")))
-        .output()
-        .expect("gcc is installed (.ci/run installs it)");
-    assert!(
-        built.status.success(),
-        "gcc {name}.c: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+    support::build_c(dir.path(), name, name, &["-O1", "-pthread"], &[])
 }
 
 /// `netintercept -w CAP -- PROGRAM ARGS...` run in `dir`.

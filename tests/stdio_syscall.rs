@@ -27,23 +27,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Compile `tests/programs/NAME.c` into `dir/OUT` with `flags`.
 fn build(dir: &TempDir, name: &str, out: &str, flags: &[&str]) -> PathBuf {
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let exe = dir.join(out);
-    let built = Command::new("gcc")
-        .args(flags)
-        .args(["-Wall", "-I"])
-        .arg(&programs)
-        .arg("-o")
-        .arg(&exe)
-        .arg(programs.join(format!("{name}.c")))
-        .output()
-        .expect("gcc is installed (.ci/run installs it)");
-    assert!(
-        built.status.success(),
-        "gcc {name}.c: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    exe
+    support::build_c(dir.path(), name, out, flags, &[])
 }
 
 /// `netintercept -w CAP -- PROGRAM ARGS...` run in `dir`.

@@ -258,21 +258,7 @@ fn openssl_s_server_www_is_decrypted() {
 
 /// Compile `tests/programs/NAME.c` against libssl into `dir/NAME`.
 fn build_openssl_program(dir: &Path, name: &str) -> PathBuf {
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let out = dir.join(name);
-    let built = Command::new("gcc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&out)
-        .arg(programs.join(format!("{name}.c")))
-        .args(["-lssl", "-lcrypto"])
-        .output()
-        .expect("gcc is installed");
-    assert!(
-        built.status.success(),
-        "gcc {name}.c (libssl-dev): {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+    support::build_c(dir, name, name, &["-O1"], &["-lssl", "-lcrypto"])
 }
 
 /// A client that only uses an SSL BIO chain (`tests/programs/ssl_bio_client.c`: the handshake

@@ -160,23 +160,7 @@ fn gnutls_cli_raw_and_both_modes_keep_the_ciphertext() {
 
 /// Compile `tests/programs/NAME.c` against libgnutls into `dir/NAME`.
 fn build_gnutls_program(dir: &Path, name: &str) -> PathBuf {
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let out = dir.join(name);
-    let built = Command::new("gcc")
-        .args(["-O1", "-Wall", "-I"])
-        .arg(&programs)
-        .arg("-o")
-        .arg(&out)
-        .arg(programs.join(format!("{name}.c")))
-        .arg("-lgnutls")
-        .output()
-        .expect("gcc is installed");
-    assert!(
-        built.status.success(),
-        "gcc {name}.c (libgnutls28-dev): {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+    support::build_c(dir, name, name, &["-O1"], &["-lgnutls"])
 }
 
 /// The record calls wget and curl do not make (see `tests/programs/gnutls_calls.c`): corked

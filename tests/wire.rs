@@ -27,21 +27,7 @@ struct Scenario {
 impl Scenario {
     fn new(tag: &str) -> Self {
         let dir = TempDir::new(tag);
-        let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-        let wire = dir.join("wire");
-        let built = Command::new("gcc")
-            .args(["-O1", "-Wall", "-I"])
-            .arg(&programs)
-            .arg("-o")
-            .arg(&wire)
-            .arg(programs.join("wire.c"))
-            .output()
-            .expect("gcc is installed (.ci/run installs it)");
-        assert!(
-            built.status.success(),
-            "gcc wire.c: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        let wire = support::build_c(dir.path(), "wire", "wire", &["-O1"], &[]);
         Self { dir, wire }
     }
 

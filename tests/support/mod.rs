@@ -153,6 +153,29 @@ pub fn check_clean(capture: &Path) -> pcap_reader::Capture {
     ours
 }
 
+/// Compile `tests/programs/NAME.c` into `dir/OUT` with `flags` (and the programs' folder on the
+/// include path) before the source and `libs` after it.
+pub fn build_c(dir: &Path, name: &str, out: &str, flags: &[&str], libs: &[&str]) -> PathBuf {
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let exe = dir.join(out);
+    let built = Command::new("gcc")
+        .args(flags)
+        .args(["-Wall", "-I"])
+        .arg(&programs)
+        .arg("-o")
+        .arg(&exe)
+        .arg(programs.join(format!("{name}.c")))
+        .args(libs)
+        .output()
+        .expect("gcc is installed (.ci/run installs it)");
+    assert!(
+        built.status.success(),
+        "gcc {name}.c {libs:?}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    exe
+}
+
 /// A free TCP or UDP port on loopback.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
