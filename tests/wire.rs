@@ -51,7 +51,15 @@ impl Scenario {
                \"$W\" probe 9; sleep 0.05\n\
              done\n\
              {}\"$W\" {client}\n\
-             sleep 0.3; kill $TD; wait $TD || true\n",
+             # The same the other way: tcpdump writes in the order it captured, so once a probe\n\
+             # sent after the client is in the file, every packet of the client's is too (a\n\
+             # fixed sleep lost the last connection's packets on a loaded machine).\n\
+             n=$(tcpdump -r real.pcap udp port 9 2>/dev/null | wc -l)\n\
+             for i in $(seq 200); do\n\
+               \"$W\" probe 9; sleep 0.05\n\
+               [ $(tcpdump -r real.pcap udp port 9 2>/dev/null | wc -l) -gt $n ] && break\n\
+             done\n\
+             kill $TD; wait $TD || true\n",
             self.server_line(server)
         ))
     }
