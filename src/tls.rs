@@ -80,10 +80,11 @@ pub fn starts_handshake(bytes: &[u8]) -> bool {
     matches!(bytes, [0x16, 0x03, minor, ..] if *minor <= 4)
 }
 
-/// Whether `bytes` start with a TLS record holding a ClientHello (handshake type 1): the first
-/// bytes of every TLS connection, from the client.
+/// Whether `bytes` start a TLS record holding a ClientHello (handshake type 1, when that byte is
+/// there: OpenSSL reads a record's 5-byte header alone first): the first bytes of every TLS
+/// connection, from the client.
 pub fn starts_client_hello(bytes: &[u8]) -> bool {
-    starts_handshake(bytes) && bytes.get(5) == Some(&1)
+    starts_handshake(bytes) && bytes.get(5).is_none_or(|&t| t == 1)
 }
 
 thread_local! {

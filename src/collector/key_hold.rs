@@ -1,18 +1,20 @@
-//! A TLS client's handshake, held back until the client has logged the keys that decrypt it, so
-//! that in a pcapng of ciphertext the Decryption Secrets Blocks come before the packets that
-//! need them.
+//! A TLS handshake, held back until the traced side has logged the keys that decrypt it, so that
+//! in a pcapng of ciphertext the Decryption Secrets Blocks come before the packets that need
+//! them.
 //!
 //! Why hold: Wireshark reads secrets in file order, and takes each when it dissects the message
 //! that switches keys: both handshake secrets at the ServerHello, each side's traffic secret at
-//! that side's Finished. A client logs its handshake secrets only after it has read the
-//! ServerHello (they derive from its key share), and OpenSSL logs the client's handshake secret
-//! when it is about to send its Finished and its traffic secret just after. Written as they
-//! happened, the keys would follow the packets that need them and nothing would decrypt.
+//! that side's Finished, TLS 1.2's master secret at the first ChangeCipherSpec. The libraries log
+//! a secret when they derive or first use it, often after the packet that needs it: a client's
+//! handshake secrets come from the ServerHello it has just read, OpenSSL logs the client's
+//! traffic secret just after sending its Finished, a server its own traffic secret after sending
+//! its Finished and the master secret after reading the client's ChangeCipherSpec. Written as
+//! they happened, the keys would follow the packets that need them and nothing would decrypt.
 //!
-//! So on a connection whose ClientHello a hooked client sent, in a process whose TLS library
-//! logs keys through us (`Kind::TlsKeylog`: OpenSSL, GnuTLS; not NSS, which would wait for
-//! nothing), every later send and receive is held, in order, until the session's keys are all
-//! logged ([`Awaited`]); the key records that come meanwhile are written at once, before the
+//! So on a connection whose ClientHello a hooked library sent or took, in a process whose TLS
+//! library logs keys through us (`Kind::TlsKeylog`: OpenSSL, GnuTLS; not NSS, which would wait
+//! for nothing), every later send and receive is held, in order, until the session's keys are
+//! all logged ([`Awaited`]); the key records that come meanwhile are written at once, before the
 //! held packets. Released early: when the process closes, replaces or passes descriptors,
 //! exits or is gone, on another call on the connection (shutdown, SO_ERROR), at the end of the
 //! run, and past [`MAX_HELD`] bytes. Released records are stamped when written, so the file

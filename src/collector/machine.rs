@@ -1037,9 +1037,9 @@ impl<K: Kernel> Machine<K> {
 
     /// The first payload of connection `id`, in `r` (`is_ciphertext` has just looked at it for
     /// signs of a hooked TLS library). A TLS ClientHello (sent by a client, or received by a
-    /// server) on a connection no hooked library runs gets the note that says so; one a hooked
-    /// client sent makes the connection wait for its keys, when they go into the capture (see
-    /// `key_hold`). A connection is looked at once.
+    /// server) on a connection no hooked library runs gets the note that says so; on one a
+    /// hooked library runs, the connection waits for its keys, when they go into the capture
+    /// (see `key_hold`). A connection is looked at once.
     fn first_payload(&mut self, r: &Record, id: ConnId) -> Option<Note> {
         let hold = self.hold_for_keys && self.key_loggers.contains(&r.pid);
         let Some(Some(c)) = self.conns.get_mut(id) else {
@@ -1052,7 +1052,7 @@ impl<K: Kernel> Machine<K> {
         if !crate::tls::starts_client_hello(r.data) {
             return None;
         }
-        if c.tls && hold && r.kind == Kind::Send {
+        if c.tls && hold {
             c.await_keys = Some(Awaited::default());
         }
         (!c.tls).then_some(Note::UnhookedTls)
@@ -2127,6 +2127,8 @@ mod tests {
     struct Notes {
         packets: Vec<(usize, Option<Note>)>,
         keys: Vec<(i32, Vec<u8>)>,
+        /// 'p' for a packet with payload, 'k' for a key line, in the order they came.
+        order: String,
     }
 
     impl PacketSink for Notes {
@@ -2137,9 +2139,13 @@ mod tests {
                 _ => 0,
             };
             self.packets.push((len, origin.note));
+            if len > 0 {
+                self.order.push('p');
+            }
         }
         fn tls_key(&mut self, origin: &Origin, line: &[u8]) {
             self.keys.push((origin.pid, line.to_vec()));
+            self.order.push('k');
         }
     }
 
@@ -2214,7 +2220,8 @@ mod tests {
         assert_eq!(payload_notes(&n), [(18, None)]);
     }
 
-    /// A server that receives a ClientHello outside any hooked call: noted on that packet.
+    /// A server that receives a ClientHello outside any hooked call: noted on that packet, even
+    /// when the first read takes the record's header alone.
     #[test]
     fn a_client_hello_a_server_received_unhooked_is_noted() {
         let mut listen = socket(10, 3, 7);
@@ -2224,15 +2231,86 @@ mod tests {
         accept.arg1 = 8;
         accept.local = Some(addr("127.0.0.1:443"));
         accept.addr = Some(addr("127.0.0.1:40000"));
-        let mut hello = rec(Kind::Recv, 10, 4);
-        hello.ret = HELLO.len() as i64;
-        hello.arg0 = 4096;
-        hello.data = HELLO;
+        let recv = |data: &'static [u8]| {
+            let mut r = rec(Kind::Recv, 10, 4);
+            r.ret = data.len() as i64;
+            r.arg0 = 4096;
+            r.data = data;
+            r
+        };
         let n = notes(
             Mode::Raw,
-            &[listen, rec(Kind::Listen, 10, 3), accept, hello],
+            &[
+                listen,
+                rec(Kind::Listen, 10, 3),
+                accept,
+                recv(&HELLO[..5]),
+                recv(&HELLO[5..]),
+            ],
         );
-        assert_eq!(payload_notes(&n), [(HELLO.len(), Some(Note::UnhookedTls))]);
+        assert_eq!(
+            payload_notes(&n),
+            [(5, Some(Note::UnhookedTls)), (HELLO.len() - 5, None)]
+        );
+    }
+
+    /// In a capture that carries the keys, a hooked client's handshake after its ClientHello
+    /// waits until its keys are all logged (TLS 1.3: both traffic secrets), and the keys are
+    /// written first; only in a process whose library logs keys through us.
+    #[test]
+    fn a_handshake_waits_for_its_keys() {
+        const SSL: u64 = 0x55;
+        let mut keylog = rec(Kind::TlsKeylog, 10, -1);
+        keylog.ssl = 0x99;
+        let inside = |mut r: Record<'static>| {
+            r.ssl = SSL;
+            r
+        };
+        let key = |line: &'static [u8]| {
+            let mut r = rec(Kind::TlsKey, 10, -1);
+            r.ssl = SSL;
+            r.data = line;
+            r
+        };
+        let flight = || {
+            vec![
+                socket(10, 3, 7),
+                connect(10, 3),
+                inside(send(10, 3, HELLO)),
+                inside(recv(10, 3, b"server hello")),
+                key(b"SERVER_HANDSHAKE_TRAFFIC_SECRET 00 11"),
+                key(b"SERVER_TRAFFIC_SECRET_0 00 11"),
+                inside(send(10, 3, b"finished")),
+                key(b"CLIENT_TRAFFIC_SECRET_0 00 11"),
+                inside(send(10, 3, b"GET")),
+            ]
+        };
+        let order = |hold: bool, logs: bool| {
+            let mut m = Machine::new(Script::default(), Mode::Raw, 1);
+            if hold {
+                m.hold_for_keys();
+            }
+            let mut out = Notes::default();
+            let mut records = flight();
+            if logs {
+                records.insert(0, keylog);
+            }
+            for r in &records {
+                m.apply(r, &mut out);
+            }
+            out.order
+        };
+        assert_eq!(
+            order(true, true),
+            "pkkkppp",
+            "hello, the keys, then the rest"
+        );
+        assert_eq!(order(false, true), "ppkkpkp", "as it happened: a pcap");
+        assert_eq!(
+            order(true, false),
+            "ppkkpkp",
+            "no library logs keys through us"
+        );
     }
 
     /// Key lines go to the sink with their process, in every mode.
