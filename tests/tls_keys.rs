@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 
 use pcap_file::pcapng::{Block, PcapNgReader};
 
-use crate::support::{self, TempDir};
-use crate::tls::{make_site, s_server, BODY, LIMIT};
+use crate::support::{self, servers, TempDir};
+use crate::tls::{make_site, s_server, BODY, HTTPS_SERVER, LIMIT};
 
 /// The text of a GET of /index.html, in hex as tshark shows TCP payloads.
 const GET_HEX: &str = "474554202f696e6465782e68746d6c"; // "GET /index.html"
@@ -178,6 +178,53 @@ fn gnutls_cli_raw_pcapng_decrypts_without_options() {
         assert!(out.stdout.windows(BODY.len()).any(|w| w == BODY));
         assert_decrypts_alone(&dir.join("g.pcapng"), port, last_label);
     }
+}
+
+/// A traced server (Python's ssl, OpenSSL) answering untraced curls over TLS 1.3 and 1.2: its
+/// raw pcapng decrypts alone too, both ways (a server logs the master secret and its traffic
+/// secret only after the packets that need them: they wait too).
+#[test]
+fn traced_server_raw_pcapng_decrypts_without_options() {
+    let dir = TempDir::new("keys-server");
+    make_site(dir.path());
+    let port = support::free_port();
+    let cap = dir.join("server.pcapng");
+    let python = support::python_exe();
+    let mut cmd = support::traced(
+        dir.path(),
+        &cap,
+        &python,
+        &["-c", HTTPS_SERVER, &port.to_string()],
+    );
+    cmd.env("NETINTERCEPT_TLS", "raw")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _srv = servers::Server(cmd.spawn().expect("traced https server"));
+    servers::wait_tcp("127.0.0.1", port);
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    for version in [
+        ["--tlsv1.3", "--tls-max", "1.3"],
+        ["--tlsv1.2", "--tls-max", "1.2"],
+    ] {
+        let out = support::run_ok(
+            &mut support::untraced(
+                dir.path(),
+                "curl",
+                &[&["-sSk"][..], &version, &[&url]].concat(),
+            ),
+            LIMIT,
+        );
+        assert_eq!(out.stdout, BODY);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800)); // several flush intervals
+    let (lines, _) = secrets(&cap);
+    let labels = labels(&lines);
+    assert!(labels.contains(&"CLIENT_TRAFFIC_SECRET_0") && labels.contains(&"CLIENT_RANDOM"));
+    assert_eq!(tshark_gets(&cap, &[]), "/index.html\n/index.html\n");
+    let answers = support::tshark::fields(&cap, "http.response.code == 200", &["tcp.srcport"]);
+    assert_eq!(answers.lines().count(), 2, "{answers}");
+    assert!(!payloads(&cap).contains(GET_HEX), "ciphertext only");
 }
 
 /// `--keylog FILE` with a plain pcap of the ciphertext: a 0600 file of SSLKEYLOGFILE lines
