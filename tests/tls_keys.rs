@@ -412,3 +412,75 @@ fn tls_by_a_library_we_do_not_hook_is_said_once() {
         "{err}"
     );
 }
+
+/// A C program with key-log callbacks of its own in OpenSSL and GnuTLS
+/// (`tests/programs/keylog_callbacks.c`): traced, the getters answer what they answer untraced
+/// (NULL, GnuTLS's own, the program's), its callbacks get the same lines in the same order, and
+/// those lines are exactly what `--keylog` wrote.
+#[test]
+fn the_programs_own_callbacks_and_getters_are_untouched() {
+    let (dir, port, _srv) = site("keys-callbacks");
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let program = dir.join("keylog_callbacks");
+    let built = Command::new("gcc")
+        .args(["-O1", "-Wall", "-I"])
+        .arg(&programs)
+        .arg("-o")
+        .arg(&program)
+        .arg(programs.join("keylog_callbacks.c"))
+        .args(["-lssl", "-lcrypto", "-lgnutls"])
+        .output()
+        .expect("gcc is installed");
+    assert!(
+        built.status.success(),
+        "gcc keylog_callbacks.c (libssl-dev, libgnutls28-dev): {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let program = program.to_string_lossy();
+    let port = port.to_string();
+    let untraced = support::run_ok(
+        &mut support::untraced(dir.path(), &program, &[&port]),
+        LIMIT,
+    );
+    let traced = cli(
+        dir.path(),
+        "raw",
+        &["-w", "k.pcapng", "--keylog", "keys.log"],
+        &[&program, &port],
+    );
+    let (untraced, traced) = (
+        String::from_utf8_lossy(&untraced.stdout).into_owned(),
+        String::from_utf8_lossy(&traced.stdout).into_owned(),
+    );
+    // "openssl new=NULL", "gnutls set=ours"…: the checks; the other lines are key lines.
+    let split = |out: &str| -> (Vec<String>, Vec<String>) {
+        let (checks, keys): (Vec<&str>, Vec<&str>) = out.lines().partition(|l| l.contains('='));
+        let keys = keys
+            .iter()
+            .map(|l| l.split_once(' ').map_or("", |(_, k)| k).to_string())
+            .collect();
+        (checks.iter().map(|c| c.to_string()).collect(), keys)
+    };
+    let (untraced_checks, untraced_keys) = split(&untraced);
+    let (traced_checks, traced_keys) = split(&traced);
+    assert_eq!(traced_checks, untraced_checks);
+    assert_eq!(
+        untraced_checks,
+        [
+            "openssl new=NULL",
+            "openssl set=ours",
+            "openssl unset=NULL",
+            "gnutls new=gnutls's own",
+            "gnutls set=ours",
+            "gnutls reset=gnutls's own",
+        ]
+    );
+    assert_eq!(labels(&traced_keys), labels(&untraced_keys));
+    assert_eq!(
+        traced_keys.len(),
+        10,
+        "five lines from each library: {traced}"
+    );
+    let ours = std::fs::read_to_string(dir.join("keys.log")).expect("key log");
+    assert_eq!(ours.lines().collect::<Vec<_>>(), traced_keys);
+}
