@@ -14,7 +14,7 @@ use crate::quoted::{quoted, PATH_CHARS};
 pub const HELP: &str = "\
 netintercept: capture one program's network traffic, TLS decrypted, without root
 
-Usage: netintercept [-w FILE] [-f FILTER] [--no-follow] [--] COMMAND [ARGS...]
+Usage: netintercept [-w FILE] [-f FILTER] [--keylog FILE] [--no-follow] [--] COMMAND [ARGS...]
 
 Runs COMMAND with libnetintercept.so preloaded and writes a pcap of the TCP and UDP
 conversations it has over IPv4 and IPv6, synthesized from the calls it makes.
@@ -22,6 +22,8 @@ conversations it has over IPv4 and IPv6, synthesized from the calls it makes.
 Options:
   -w FILE        capture file name pattern (sets NETINTERCEPT_FILE; default netintercept.pcap)
   -f FILTER      tcpdump/libpcap filter expression (sets NETINTERCEPT_FILTER)
+  --keylog FILE  also write the TLS session keys to FILE in SSLKEYLOGFILE format (sets
+                 NETINTERCEPT_KEYLOG), for Wireshark's tls.keylog_file with a pcap
   --no-follow    do not trace child processes (sets NETINTERCEPT_FOLLOW=0)
   -h, --help     show this help
 
@@ -36,7 +38,9 @@ Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
   NETINTERCEPT_FOLLOW    0 to leave child processes untraced
   NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
   NETINTERCEPT_TLS       plain (default: decrypted TLS), raw (the ciphertext) or both
-                         (plaintext on a parallel stream, client port XOR 0x8000)
+                         (plaintext on a parallel stream, client port XOR 0x8000); a pcapng of
+                         raw or both carries the keys (OpenSSL, GnuTLS): Wireshark decrypts it
+  NETINTERCEPT_KEYLOG    TLS key log file (as --keylog), in any TLS mode
   NETINTERCEPT_FORMAT    pcap or pcapng (pcapng has per-packet comments); default: pcapng
                          for a name ending in .pcapng, else pcap
 
@@ -48,6 +52,7 @@ struct Args {
     /// Bytes as given: a file name need not be UTF-8 (a filter must, [`config`] says so).
     file: Option<OsString>,
     filter: Option<OsString>,
+    keylog: Option<OsString>,
     follow: bool,
     command: Vec<OsString>,
 }
@@ -62,6 +67,7 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
     let mut args = Args {
         file: None,
         filter: None,
+        keylog: None,
         follow: true,
         command: Vec::new(),
     };
@@ -74,14 +80,14 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
             "-h" | "--help" => return Parsed::Help,
             "--" => break,
             "--no-follow" => args.follow = false,
-            "-w" | "-f" => {
+            "-w" | "-f" | "--keylog" => {
                 let Some(v) = argv.next() else {
                     return Parsed::Usage(format!("option {s} needs a value"));
                 };
-                if s == "-w" {
-                    args.file = Some(v);
-                } else {
-                    args.filter = Some(v);
+                match s.as_str() {
+                    "-w" => args.file = Some(v),
+                    "-f" => args.filter = Some(v),
+                    _ => args.keylog = Some(v),
                 }
             }
             _ if s.starts_with('-') && s.len() > 1 => {
@@ -213,6 +219,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let cfg = config::Config::from_lookup(|name| match name {
         "NETINTERCEPT_FILE" if args.file.is_some() => args.file.clone(),
         "NETINTERCEPT_FILTER" if args.filter.is_some() => args.filter.clone(),
+        "NETINTERCEPT_KEYLOG" if args.keylog.is_some() => args.keylog.clone(),
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
@@ -241,6 +248,9 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         .env(crate::recorder::RING_VAR, &region_path);
     if let Some(f) = &args.filter {
         cmd.env("NETINTERCEPT_FILTER", f);
+    }
+    if let Some(k) = &args.keylog {
+        cmd.env("NETINTERCEPT_KEYLOG", k);
     }
     if !args.follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");
@@ -304,6 +314,17 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
             );
         }
     }
+    // The key log is a file of its own, whatever the capture's name.
+    match (&ended.keylog, &cfg.keylog) {
+        (Some(f), _) => eprintln!(
+            "netintercept: TLS keys written to {}",
+            quoted(f.as_bytes(), PATH_CHARS)
+        ),
+        (None, Some(_)) if !ended.keylog_failed => {
+            eprintln!("netintercept: no TLS keys logged, no key log written")
+        }
+        _ => {}
+    }
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
@@ -320,11 +341,14 @@ mod tests {
 
     #[test]
     fn parses_options_then_command() {
-        let Parsed::Run(a) = args(&["-w", "x.pcap", "-f", "tcp", "curl", "-w", "y"]) else {
+        let Parsed::Run(a) = args(&[
+            "-w", "x.pcap", "-f", "tcp", "--keylog", "k.log", "curl", "-w", "y",
+        ]) else {
             panic!("expected a command");
         };
         assert_eq!(a.file.as_deref(), Some(std::ffi::OsStr::new("x.pcap")));
         assert_eq!(a.filter.as_deref(), Some(std::ffi::OsStr::new("tcp")));
+        assert_eq!(a.keylog.as_deref(), Some(std::ffi::OsStr::new("k.log")));
         assert_eq!(a.command, ["curl", "-w", "y"]);
     }
 
@@ -341,6 +365,7 @@ mod tests {
     fn usage_errors() {
         assert!(matches!(args(&[]), Parsed::Usage(_)));
         assert!(matches!(args(&["-w"]), Parsed::Usage(_)));
+        assert!(matches!(args(&["--keylog"]), Parsed::Usage(_)));
         assert!(matches!(args(&["--bogus", "x"]), Parsed::Usage(_)));
         assert!(matches!(args(&["--help"]), Parsed::Help));
     }

@@ -23,6 +23,9 @@ pub struct Config {
     pub filter: Option<String>,
     /// Write pcapng with per-packet comments (a `.pcapng` name or NETINTERCEPT_FORMAT=pcapng).
     pub pcapng: bool,
+    /// Where to write the TLS keys in SSLKEYLOGFILE format (`--keylog`, NETINTERCEPT_KEYLOG),
+    /// exactly the bytes given; no pattern is expanded: one key log per run.
+    pub keylog: Option<OsString>,
     /// What is wrong with the values, in the order found.
     pub problems: Vec<Problem>,
 }
@@ -99,6 +102,7 @@ impl Config {
             file_pattern,
             filter,
             pcapng,
+            keylog: var("NETINTERCEPT_KEYLOG"),
             problems,
         }
     }
@@ -189,6 +193,18 @@ mod tests {
         assert!(problems[0]
             .line()
             .starts_with(r"NETINTERCEPT_FORMAT='pcapng\xff' is not"));
+    }
+
+    #[test]
+    fn key_log_name_is_bytes_and_empty_is_unset() {
+        let c = config(&[("NETINTERCEPT_KEYLOG", b"keys-\xe9.log")]);
+        assert_eq!(
+            c.keylog.as_deref().map(|k| k.as_bytes()),
+            Some(&b"keys-\xe9.log"[..])
+        );
+        assert!(c.problems.is_empty());
+        assert!(config(&[("NETINTERCEPT_KEYLOG", b"")]).keylog.is_none());
+        assert!(config(&[]).keylog.is_none());
     }
 
     #[test]

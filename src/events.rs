@@ -320,8 +320,10 @@ pub fn on_io_error(fd: i32, errno: i32) {
 }
 
 /// An SSL call on object `ssl` found its descriptor with `SSL_get_fd` (or NSPR's native handle).
+/// Recorded in every mode, as are the BIO records below: in raw mode too the collector must know
+/// which connections a hooked library runs, to tell the TLS of a library it cannot see.
 pub fn on_tls_fd(ssl: usize, fd: i32) {
-    if !tls::mode().decrypts() || fd < 0 {
+    if fd < 0 {
         return;
     }
     let mut r = rec(Kind::TlsFd, fd);
@@ -350,13 +352,33 @@ pub fn on_tls_eof(ssl: usize) {
 /// SSL object `ssl` has no descriptor; its read and write BIOs are memory BIOs (0 for one that is
 /// not), which the program fills from and drains to a socket itself.
 pub fn on_tls_bios(ssl: usize, rbio: usize, wbio: usize) {
-    if !tls::mode().decrypts() {
-        return;
-    }
     let mut r = rec(Kind::TlsBios, -1);
     r.ssl = ssl as u64;
     r.arg0 = rbio as i64;
     r.arg1 = wbio as i64;
+    emit(&r);
+}
+
+/// A TLS library logged `line`, one secret of `ssl`'s session in NSS's key log format (see
+/// `Kind::TlsKey`). Recorded in every mode: a pcapng of the ciphertext carries the keys that
+/// decrypt it, and `--keylog` writes them whatever the capture holds. A line too long to be one
+/// is not recorded.
+pub fn on_tls_key(ssl: usize, line: &[u8]) {
+    /// The longest line: a 31-character label, 64 hex digits of client random and 128 of a
+    /// 64-byte secret fit with room to spare.
+    const MAX_LINE: usize = 512;
+    if line.is_empty() || line.len() > MAX_LINE {
+        return;
+    }
+    let mut r = rec(Kind::TlsKey, -1);
+    r.ssl = ssl as u64;
+    recorder::emit(&r, line.len(), &line);
+}
+
+/// Ours now logs the keys of TLS object `object` (an OpenSSL context, a GnuTLS session).
+pub fn on_tls_keylog(object: usize) {
+    let mut r = rec(Kind::TlsKeylog, -1);
+    r.ssl = object as u64;
     emit(&r);
 }
 
@@ -365,7 +387,7 @@ pub fn on_tls_bios(ssl: usize, rbio: usize, wbio: usize) {
 /// Remote, from the peer). Only its first bytes are recorded: the collector needs them to know
 /// the chunk again on a socket, where the whole of it is recorded anyway.
 pub fn on_tls_cipher(bio: usize, side: synth::Side, data: &[u8]) {
-    if !tls::mode().decrypts() || !tls::starts_handshake(data) {
+    if !tls::starts_handshake(data) {
         return;
     }
     let mut r = rec(Kind::TlsCipher, -1);

@@ -78,6 +78,14 @@ pub enum Kind {
     /// on its way to the peer) or wrote it in (`arg1` 1: it came from the peer); `ret` is the
     /// chunk's length and `data` its first bytes, enough to know it again on a socket.
     TlsCipher = 34,
+    /// A TLS library logged one of a session's secrets: `data` is the line in NSS's key log
+    /// format (`LABEL <client random> <secret>`, hex, no newline); `ssl` the object it belongs
+    /// to (an SSL object, a GnuTLS session).
+    TlsKey = 35,
+    /// A TLS library of this process logs its sessions' keys through us from now on (ours was
+    /// installed on an OpenSSL context or a GnuTLS session; `ssl` is that object): its clients'
+    /// handshakes may wait for their keys (`collector::key_hold`).
+    TlsKeylog = 36,
 }
 
 impl Kind {
@@ -109,6 +117,8 @@ impl Kind {
             32 => TlsEof,
             33 => TlsBios,
             34 => TlsCipher,
+            35 => TlsKey,
+            36 => TlsKeylog,
             _ => return None,
         })
     }

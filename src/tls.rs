@@ -8,7 +8,9 @@
 //! in the clear before that (a STARTTLS exchange) stay, as they really were plaintext. An SSL
 //! object on memory BIOs (Python's asyncio) makes no socket call at all: the collector ties it
 //! to its socket by the handshake bytes the program moves between the two (`collector::mem_bio`).
-//! `NETINTERCEPT_TLS=raw` records the wire bytes only, as if no TLS library were hooked.
+//! `NETINTERCEPT_TLS=raw` writes the wire bytes only, as if no TLS library were hooked; the hooks
+//! still say which connections they run (so the collector can tell TLS it cannot decrypt: see
+//! `Note::UnhookedTls`) and log the session keys (`Kind::TlsKey`), which decrypt those bytes.
 //! `NETINTERCEPT_TLS=both` records the wire bytes on the connection's own stream and the
 //! plaintext on a parallel stream (same addresses and server port, the client's port XOR 0x8000:
 //! see `synth::TcpStream::parallel`), so Wireshark dissects TLS on one and the application
@@ -76,6 +78,13 @@ pub const CIPHER_HEAD: usize = 32;
 /// each side of a TLS connection sends first, the ClientHello and the ServerHello.
 pub fn starts_handshake(bytes: &[u8]) -> bool {
     matches!(bytes, [0x16, 0x03, minor, ..] if *minor <= 4)
+}
+
+/// Whether `bytes` start a TLS record holding a ClientHello (handshake type 1, when that byte is
+/// there: OpenSSL reads a record's 5-byte header alone first): the first bytes of every TLS
+/// connection, from the client.
+pub fn starts_client_hello(bytes: &[u8]) -> bool {
+    starts_handshake(bytes) && bytes.get(5).is_none_or(|&t| t == 1)
 }
 
 thread_local! {

@@ -13,4 +13,5 @@ mod stdio_syscall;
 mod tls;
 mod tls_bio;
 mod tls_gnutls;
+mod tls_keys;
 mod wire;

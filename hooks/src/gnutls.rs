@@ -57,7 +57,8 @@ fn transport_fd(session: *mut c_void) -> Option<c_int> {
 /// the connection is TLS before the handshake's first byte.
 fn enter(session: *mut c_void, call: &'static str) -> usize {
     let prev = tls::enter(session as usize);
-    if prev == 0 && tls::mode().decrypts() {
+    // In every mode: raw captures need to know which connections GnuTLS runs too.
+    if prev == 0 {
         record(|| {
             if let Some(fd) = transport_fd(session) {
                 guard::set_call(call);

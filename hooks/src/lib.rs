@@ -147,12 +147,16 @@ unsafe fn iovecs<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
 mod after;
 #[cfg(feature = "gnutls")]
 mod gnutls;
+#[cfg(feature = "gnutls")]
+mod gnutls_keylog;
 #[cfg(feature = "nspr")]
 mod nspr;
 #[cfg(feature = "openssl")]
 mod openssl;
 #[cfg(feature = "openssl")]
 mod openssl_bio;
+#[cfg(feature = "openssl")]
+mod openssl_keylog;
 mod stdio;
 #[cfg(target_arch = "x86_64")]
 mod syscall;

@@ -70,14 +70,12 @@ fn is_ssl_identity(id: c_int) -> bool {
     ssl
 }
 
-/// The OS descriptor under `fd` when its layer stack contains NSS's SSL layer.
+/// The OS descriptor under `fd` when its layer stack contains NSS's SSL layer (asked in every
+/// mode: see `events::on_tls_fd`).
 ///
 /// # Safety
 /// `fd` is null or a live PRFileDesc the program is calling with.
 unsafe fn ssl_socket(fd: *mut PrFileDesc) -> Option<c_int> {
-    if !tls::mode().decrypts() {
-        return None;
-    }
     let mut layer = fd;
     let mut found = false;
     for _ in 0..32 {

@@ -21,7 +21,9 @@ static REAL_SSL_GET_FD: RealFn = RealFn::in_libs(c"SSL_get_fd", LIBSSL);
 /// memory BIOs where it has no descriptor.
 pub(crate) fn enter(ssl: *mut c_void) -> usize {
     let prev = tls::enter(ssl as usize);
-    if prev == 0 && tls::mode().decrypts() && !ssl.is_null() {
+    // In every mode: raw captures need to know which connections OpenSSL runs too (its
+    // plaintext is recorded only when the mode decrypts, in `events`).
+    if prev == 0 && !ssl.is_null() {
         let p = REAL_SSL_GET_FD.get();
         if !p.is_null() {
             let saved = sys::errno();

@@ -50,7 +50,8 @@ enum Bio {
 }
 
 fn classify(bio: *mut c_void) -> Bio {
-    if bio.is_null() || !tls::mode().decrypts() {
+    // In every mode, as `openssl::enter`: only the plaintext depends on it.
+    if bio.is_null() {
         return Bio::Other;
     }
     match method_type(bio) {

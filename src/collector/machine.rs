@@ -6,12 +6,13 @@
 //! closes it or is gone. What the records do not say (a descriptor's socket identity at this
 //! moment, a route's source address) comes from a [`Kernel`], so unit tests script it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use synth::{Side, TcpStream};
 
+use super::key_hold::{Awaited, KeyHolds};
 use super::mem_bio::{Held, MemBios};
 use crate::record::{Kind, Record};
 use crate::tls::Mode;
@@ -54,12 +55,17 @@ pub enum Note {
     /// This ACK covers bytes the program discarded unread (a stream `recv` with MSG_TRUNC):
     /// the gap before it is real, and what the bytes were is not known.
     Discarded(u64),
+    /// This packet starts a TLS connection (its ClientHello) that no library we hook made or
+    /// took: TLS linked into the program (node's OpenSSL, BoringSSL, Go, rustls), whose
+    /// plaintext and keys are out of reach.
+    UnhookedTls,
 }
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Note::Discarded(n) => write!(f, "{n} bytes discarded unread (MSG_TRUNC): not captured"),
+            Note::UnhookedTls => write!(f, "TLS by a library we do not hook: ciphertext"),
         }
     }
 }
@@ -67,6 +73,8 @@ impl fmt::Display for Note {
 /// Receives each synthesized packet.
 pub trait PacketSink {
     fn packet(&mut self, origin: &Origin, bytes: &[u8]);
+    /// A TLS library of `origin`'s process logged key log line `line` (NSS format, no newline).
+    fn tls_key(&mut self, _origin: &Origin, _line: &[u8]) {}
 }
 
 type ConnId = usize;
@@ -76,8 +84,14 @@ struct Conn {
     /// Descriptors (in any process) referring to it.
     holders: u32,
     inode: u64,
-    /// Carries TLS: in plain mode its socket-level bytes are ciphertext and are not written.
+    /// A TLS library we hook runs it: in plain mode its socket-level bytes are ciphertext and
+    /// are not written.
     tls: bool,
+    /// Its first payload has been looked at (see `first_payload`).
+    first_seen: bool,
+    /// What it sends and receives is held until its client has logged its keys (see
+    /// `key_hold`).
+    await_keys: Option<Awaited>,
     /// A recv of it was held back once (see `mem_bio`): never again.
     held: bool,
     proto: Proto,
@@ -143,6 +157,12 @@ pub struct Machine<K: Kernel> {
     /// known to be readable, so a quick receiver can stamp first); each is an arrival that
     /// already took its own hold, and the late Passed record adds none.
     in_flight: HashMap<u64, i64>,
+    /// A client's first flight held until its keys are logged (see `key_hold`), when the keys
+    /// go into the capture (`hold_for_keys`).
+    key_holds: KeyHolds,
+    hold_for_keys: bool,
+    /// Processes whose TLS library logs keys through us.
+    key_loggers: HashSet<i32>,
     isn: u64,
 }
 
@@ -158,8 +178,17 @@ impl<K: Kernel> Machine<K> {
             ssl: HashMap::new(),
             mem_bios: MemBios::default(),
             in_flight: HashMap::new(),
+            key_holds: KeyHolds::default(),
+            hold_for_keys: false,
+            key_loggers: HashSet::new(),
             isn: seed,
         }
+    }
+
+    /// The capture carries the TLS keys (a pcapng of ciphertext): a hooked client's first
+    /// flight is held until it has logged them, so they are written before it (see `key_hold`).
+    pub fn hold_for_keys(&mut self) {
+        self.hold_for_keys = self.mode != Mode::Plain;
     }
 
     /// Apply one record, writing the packets it implies to `out`.
@@ -168,7 +197,71 @@ impl<K: Kernel> Machine<K> {
         for (held, ssl) in self.mem_bios.settle(r) {
             self.release(held, ssl, r.ts_ns, out);
         }
+        if !self.key_holds.is_empty() {
+            for conn in self.key_holds.conns_of(r.pid) {
+                let on_conn = self.conn_id(r.pid, r.fd) == Some(conn);
+                if KeyHolds::releases(r, on_conn) {
+                    self.release_for_keys(conn, r.ts_ns, out);
+                }
+            }
+        }
+        if matches!(r.kind, Kind::Send | Kind::Recv) && self.held_for_keys(r, out) {
+            return;
+        }
         self.apply_record(r, out);
+        if r.kind == Kind::TlsKey && !self.key_holds.is_empty() {
+            self.logged_key(r, out);
+        }
+    }
+
+    /// A send or receive on a connection waiting for its client's keys is held (see `key_hold`).
+    fn held_for_keys(&mut self, r: &Record, out: &mut dyn PacketSink) -> bool {
+        let Some(id) = self.conn_id(r.pid, r.fd) else {
+            return false;
+        };
+        if self.conns[id]
+            .as_ref()
+            .is_none_or(|c| c.await_keys.is_none())
+        {
+            return false;
+        }
+        if self.key_holds.hold(id, r) {
+            return true;
+        }
+        // Too much waiting: what is held goes now, and this after it.
+        self.release_for_keys(id, r.ts_ns, out);
+        false
+    }
+
+    /// Key record `r` was just written: when it completes its connection's keys, what the
+    /// connection holds follows it.
+    fn logged_key(&mut self, r: &Record, out: &mut dyn PacketSink) {
+        let Some(&fd) = self.ssl.get(&(r.pid, r.ssl)) else {
+            return;
+        };
+        let Some(id) = self.conn_id(r.pid, fd) else {
+            return;
+        };
+        let Some(Some(Conn {
+            await_keys: Some(awaited),
+            ..
+        })) = self.conns.get_mut(id)
+        else {
+            return;
+        };
+        if awaited.logged(r.data) {
+            self.release_for_keys(id, r.ts_ns, out);
+        }
+    }
+
+    /// Connection `conn` waits no more: what it holds is applied, stamped `now` at the earliest.
+    fn release_for_keys(&mut self, conn: ConnId, now: u64, out: &mut dyn PacketSink) {
+        if let Some(Some(c)) = self.conns.get_mut(conn) {
+            c.await_keys = None;
+        }
+        for held in self.key_holds.take(conn) {
+            self.release(held, None, now, out);
+        }
     }
 
     /// Apply a recv held back, as ciphertext of `ssl` when it went into that object's read BIO.
@@ -204,8 +297,9 @@ impl<K: Kernel> Machine<K> {
                     self.fork(r.arg0 as i32, pid);
                 } else {
                     self.procs.entry(pid).or_default().scanned = Some(Vec::new());
-                    // A new image: its SSL objects and BIOs are new ones.
+                    // A new image: its SSL objects and BIOs are new ones, its libraries too.
                     self.mem_bios.forget(pid);
+                    self.key_loggers.remove(&pid);
                 }
             }
             Kind::Fork => self.fork(pid, r.ret as i32),
@@ -328,8 +422,10 @@ impl<K: Kernel> Machine<K> {
                     }
                 }
             }
+            // In every mode: which connections a hooked library runs is what tells the others
+            // (see `unhooked_hello`).
             Kind::TlsFd => {
-                if self.mode.decrypts() && fd >= 0 {
+                if fd >= 0 {
                     if let Some(c) = self.conn(pid, fd) {
                         if matches!(c.proto, Proto::Tcp(_)) {
                             c.tls = true;
@@ -339,9 +435,12 @@ impl<K: Kernel> Machine<K> {
                 }
             }
             Kind::TlsData => self.on_tls_data(r, &origin, out),
-            Kind::TlsBios if self.mode.decrypts() => self.mem_bios.learn(r),
-            Kind::TlsCipher if self.mode.decrypts() => self.mem_bios.read_out(r),
-            Kind::TlsBios | Kind::TlsCipher => {}
+            Kind::TlsBios => self.mem_bios.learn(r),
+            Kind::TlsCipher => self.mem_bios.read_out(r),
+            Kind::TlsKey => out.tls_key(&origin, r.data),
+            Kind::TlsKeylog => {
+                self.key_loggers.insert(pid);
+            }
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;
@@ -366,6 +465,12 @@ impl<K: Kernel> Machine<K> {
         for held in self.mem_bios.drain() {
             self.release(held, None, 0, out);
         }
+        for (conn, held) in self.key_holds.drain() {
+            if let Some(Some(c)) = self.conns.get_mut(conn) {
+                c.await_keys = None;
+            }
+            self.release(held, None, 0, out);
+        }
         let mut pids: Vec<i32> = self.procs.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
@@ -383,6 +488,9 @@ impl<K: Kernel> Machine<K> {
 
     /// Process `pid` is gone (exited, killed): its descriptors close.
     pub fn process_gone(&mut self, pid: i32, ts_ns: u64, out: &mut dyn PacketSink) {
+        for conn in self.key_holds.conns_of(pid) {
+            self.release_for_keys(conn, ts_ns, out);
+        }
         let origin = Origin {
             pid,
             tid: 0,
@@ -436,6 +544,10 @@ impl<K: Kernel> Machine<K> {
         }
         // A child announced twice (the parent's Fork, then its own Start) keeps the first copy.
         self.procs.insert(child, Proc { fds, scanned: None });
+        // Its copy of the parent's TLS contexts logs keys as theirs do.
+        if self.key_loggers.contains(&parent) {
+            self.key_loggers.insert(child);
+        }
     }
 
     /// Start a connection for a new socket at `fd`, ending what the number named before.
@@ -452,6 +564,8 @@ impl<K: Kernel> Machine<K> {
             holders: 1,
             inode,
             tls: false,
+            first_seen: false,
+            await_keys: None,
             held: false,
             proto,
             mirror: None,
@@ -551,6 +665,7 @@ impl<K: Kernel> Machine<K> {
         }
         self.ssl.retain(|(p, _), _| *p != pid);
         self.mem_bios.forget(pid);
+        self.key_loggers.remove(&pid);
     }
 
     fn on_discovered(&mut self, r: &Record, emit: &mut dyn FnMut(&[u8])) {
@@ -899,13 +1014,13 @@ impl<K: Kernel> Machine<K> {
     /// Socket-level bytes on a TLS connection in plain mode are ciphertext: not written. A
     /// socket call made inside an SSL call is what marks a connection TLS when the SSL object's
     /// descriptor is not known otherwise, and so does a send of the handshake an SSL object on
-    /// memory BIOs wrote (see `mem_bio`).
+    /// memory BIOs wrote (see `mem_bio`). Marked in every mode: see `unhooked_hello`.
     fn is_ciphertext(&mut self, r: &Record, id: ConnId) -> bool {
         let mode = self.mode;
         let Some(Some(c)) = self.conns.get_mut(id) else {
             return false;
         };
-        if !mode.decrypts() || !matches!(c.proto, Proto::Tcp(_)) {
+        if !matches!(c.proto, Proto::Tcp(_)) {
             return false;
         }
         if r.ssl != 0 {
@@ -920,10 +1035,33 @@ impl<K: Kernel> Machine<K> {
         c.tls && mode == Mode::Plain
     }
 
+    /// The first payload of connection `id`, in `r` (`is_ciphertext` has just looked at it for
+    /// signs of a hooked TLS library). A TLS ClientHello (sent by a client, or received by a
+    /// server) on a connection no hooked library runs gets the note that says so; on one a
+    /// hooked library runs, the connection waits for its keys, when they go into the capture
+    /// (see `key_hold`). A connection is looked at once.
+    fn first_payload(&mut self, r: &Record, id: ConnId) -> Option<Note> {
+        let hold = self.hold_for_keys && self.key_loggers.contains(&r.pid);
+        let Some(Some(c)) = self.conns.get_mut(id) else {
+            return None;
+        };
+        if c.first_seen || r.data.is_empty() || !matches!(c.proto, Proto::Tcp(_)) {
+            return None;
+        }
+        c.first_seen = true;
+        if !crate::tls::starts_client_hello(r.data) {
+            return None;
+        }
+        if c.tls && hold {
+            c.await_keys = Some(Awaited::default());
+        }
+        (!c.tls).then_some(Note::UnhookedTls)
+    }
+
     /// A recv that may be a handshake the program is about to write into an SSL object's read
     /// BIO is held back until its thread's next record tells (see `mem_bio`).
     fn held_back(&mut self, r: &Record, id: ConnId) -> bool {
-        if !self.mode.decrypts() || !self.mem_bios.may_hold(r.pid, r.data) {
+        if !self.mem_bios.may_hold(r.pid, r.data) {
             return false;
         }
         let Some(Some(c)) = self.conns.get_mut(id) else {
@@ -963,18 +1101,31 @@ impl<K: Kernel> Machine<K> {
             return;
         }
         self.settle(id, None, origin, out);
-        if self.is_ciphertext(r, id) {
+        let ciphertext = self.is_ciphertext(r, id);
+        let mut note = self.first_payload(r, id);
+        if ciphertext {
             return;
         }
         let fresh = matches!(
             self.conns[id].as_ref().map(|c| &c.proto),
             Some(Proto::Tcp(Tcp::Fresh))
         );
-        let mut emit = |b: &[u8]| out.packet(origin, b);
         if let (true, Some(dest)) = (fresh, r.addr) {
             // sendto/sendmsg with MSG_FASTOPEN connects and sends in one call.
-            self.open_tcp(id, r.local, dest, Side::Local, &mut emit);
+            self.open_tcp(id, r.local, dest, Side::Local, &mut |b| {
+                out.packet(origin, b)
+            });
         }
+        // A note about the bytes goes on their first packet.
+        let mut emit = |b: &[u8]| {
+            out.packet(
+                &Origin {
+                    note: note.take(),
+                    ..*origin
+                },
+                b,
+            )
+        };
         self.udp_learn_local(id, r.local);
         let route = self.udp_route(id, r.addr);
         let Some(Some(c)) = self.conns.get_mut(id) else {
@@ -1015,18 +1166,26 @@ impl<K: Kernel> Machine<K> {
             note: discarded.then_some(Note::Discarded(r.ret as u64)),
             ..*origin
         };
-        let mut emit = |b: &[u8]| out.packet(&origin, b);
         if r.ret == 0 && !datagram {
             if r.arg0 > 0 {
                 if let Some(Some(c)) = self.conns.get_mut(id) {
-                    c.fin(Side::Remote, &mut emit);
+                    c.fin(Side::Remote, &mut |b| out.packet(&origin, b));
                 }
             }
             return;
         }
-        if self.held_back(r, id) || self.is_ciphertext(r, id) {
+        if self.held_back(r, id) {
             return;
         }
+        let ciphertext = self.is_ciphertext(r, id);
+        let mut hello = self.first_payload(r, id);
+        if ciphertext {
+            return;
+        }
+        let mut emit = |b: &[u8]| {
+            let note = hello.take().or(origin.note);
+            out.packet(&Origin { note, ..origin }, b)
+        };
         self.udp_learn_local(id, r.local);
         let route = self
             .udp_route(id, r.addr)
@@ -1961,5 +2120,207 @@ mod tests {
 
     fn flags_of(p: &[Seg]) -> Vec<&str> {
         p.iter().map(|g| g.flags.as_str()).collect()
+    }
+
+    /// Each packet's payload length and note, and the key lines, in order.
+    #[derive(Default)]
+    struct Notes {
+        packets: Vec<(usize, Option<Note>)>,
+        keys: Vec<(i32, Vec<u8>)>,
+        /// 'p' for a packet with payload, 'k' for a key line, in the order they came.
+        order: String,
+    }
+
+    impl PacketSink for Notes {
+        fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
+            let p = etherparse::SlicedPacket::from_ip(bytes).expect("valid packet");
+            let len = match p.transport {
+                Some(etherparse::TransportSlice::Tcp(t)) => t.payload().len(),
+                _ => 0,
+            };
+            self.packets.push((len, origin.note));
+            if len > 0 {
+                self.order.push('p');
+            }
+        }
+        fn tls_key(&mut self, origin: &Origin, line: &[u8]) {
+            self.keys.push((origin.pid, line.to_vec()));
+            self.order.push('k');
+        }
+    }
+
+    fn notes(mode: Mode, records: &[Record]) -> Notes {
+        let mut m = Machine::new(Script::default(), mode, 1);
+        let mut out = Notes::default();
+        for r in records {
+            m.apply(r, &mut out);
+        }
+        out
+    }
+
+    /// A TLS record holding the start of a ClientHello.
+    const HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x03];
+
+    /// The notes of the payload packets.
+    fn payload_notes(n: &Notes) -> Vec<(usize, Option<Note>)> {
+        n.packets
+            .iter()
+            .filter(|(len, _)| *len > 0)
+            .copied()
+            .collect()
+    }
+
+    /// A ClientHello sent outside any hooked TLS call, on a connection no hooked library named:
+    /// its packet says so, in every mode, and only the connection's first bytes are looked at.
+    #[test]
+    fn a_client_hello_no_hooked_library_sent_is_noted_once() {
+        for mode in [Mode::Plain, Mode::Raw, Mode::Both] {
+            let n = notes(
+                mode,
+                &[
+                    socket(10, 3, 7),
+                    connect(10, 3),
+                    send(10, 3, HELLO),
+                    send(10, 3, HELLO),
+                ],
+            );
+            assert_eq!(
+                payload_notes(&n),
+                [(HELLO.len(), Some(Note::UnhookedTls)), (HELLO.len(), None)],
+                "{mode:?}"
+            );
+        }
+    }
+
+    /// A ClientHello a hooked library sent (from inside its call, or on a descriptor it named)
+    /// is not noted, in raw mode too, where it is written; other first bytes are not either.
+    #[test]
+    fn a_hooked_or_plain_connection_is_not_noted() {
+        let mut inside = send(10, 3, HELLO);
+        inside.ssl = 0x55;
+        let mut named = rec(Kind::TlsFd, 10, 3);
+        named.ssl = 0x66;
+        for (mode, written) in [(Mode::Raw, 1), (Mode::Plain, 0)] {
+            let n = notes(mode, &[socket(10, 3, 7), connect(10, 3), inside]);
+            assert_eq!(payload_notes(&n), vec![(HELLO.len(), None); written]);
+            let n = notes(
+                mode,
+                &[socket(10, 3, 7), connect(10, 3), named, send(10, 3, HELLO)],
+            );
+            assert_eq!(payload_notes(&n), vec![(HELLO.len(), None); written]);
+        }
+        let n = notes(
+            Mode::Raw,
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                send(10, 3, b"GET / HTTP/1.0\r\n\r\n"),
+            ],
+        );
+        assert_eq!(payload_notes(&n), [(18, None)]);
+    }
+
+    /// A server that receives a ClientHello outside any hooked call: noted on that packet, even
+    /// when the first read takes the record's header alone.
+    #[test]
+    fn a_client_hello_a_server_received_unhooked_is_noted() {
+        let mut listen = socket(10, 3, 7);
+        listen.ret = 3;
+        let mut accept = rec(Kind::Accept, 10, 3);
+        accept.ret = 4;
+        accept.arg1 = 8;
+        accept.local = Some(addr("127.0.0.1:443"));
+        accept.addr = Some(addr("127.0.0.1:40000"));
+        let recv = |data: &'static [u8]| {
+            let mut r = rec(Kind::Recv, 10, 4);
+            r.ret = data.len() as i64;
+            r.arg0 = 4096;
+            r.data = data;
+            r
+        };
+        let n = notes(
+            Mode::Raw,
+            &[
+                listen,
+                rec(Kind::Listen, 10, 3),
+                accept,
+                recv(&HELLO[..5]),
+                recv(&HELLO[5..]),
+            ],
+        );
+        assert_eq!(
+            payload_notes(&n),
+            [(5, Some(Note::UnhookedTls)), (HELLO.len() - 5, None)]
+        );
+    }
+
+    /// In a capture that carries the keys, a hooked client's handshake after its ClientHello
+    /// waits until its keys are all logged (TLS 1.3: both traffic secrets), and the keys are
+    /// written first; only in a process whose library logs keys through us.
+    #[test]
+    fn a_handshake_waits_for_its_keys() {
+        const SSL: u64 = 0x55;
+        let mut keylog = rec(Kind::TlsKeylog, 10, -1);
+        keylog.ssl = 0x99;
+        let inside = |mut r: Record<'static>| {
+            r.ssl = SSL;
+            r
+        };
+        let key = |line: &'static [u8]| {
+            let mut r = rec(Kind::TlsKey, 10, -1);
+            r.ssl = SSL;
+            r.data = line;
+            r
+        };
+        let flight = || {
+            vec![
+                socket(10, 3, 7),
+                connect(10, 3),
+                inside(send(10, 3, HELLO)),
+                inside(recv(10, 3, b"server hello")),
+                key(b"SERVER_HANDSHAKE_TRAFFIC_SECRET 00 11"),
+                key(b"SERVER_TRAFFIC_SECRET_0 00 11"),
+                inside(send(10, 3, b"finished")),
+                key(b"CLIENT_TRAFFIC_SECRET_0 00 11"),
+                inside(send(10, 3, b"GET")),
+            ]
+        };
+        let order = |hold: bool, logs: bool| {
+            let mut m = Machine::new(Script::default(), Mode::Raw, 1);
+            if hold {
+                m.hold_for_keys();
+            }
+            let mut out = Notes::default();
+            let mut records = flight();
+            if logs {
+                records.insert(0, keylog);
+            }
+            for r in &records {
+                m.apply(r, &mut out);
+            }
+            out.order
+        };
+        assert_eq!(
+            order(true, true),
+            "pkkkppp",
+            "hello, the keys, then the rest"
+        );
+        assert_eq!(order(false, true), "ppkkpkp", "as it happened: a pcap");
+        assert_eq!(
+            order(true, false),
+            "ppkkpkp",
+            "no library logs keys through us"
+        );
+    }
+
+    /// Key lines go to the sink with their process, in every mode.
+    #[test]
+    fn key_lines_reach_the_sink() {
+        let mut key = rec(Kind::TlsKey, 10, -1);
+        key.data = b"CLIENT_RANDOM 00 11";
+        for mode in [Mode::Plain, Mode::Raw] {
+            let n = notes(mode, &[key]);
+            assert_eq!(n.keys, [(10, b"CLIENT_RANDOM 00 11".to_vec())]);
+        }
     }
 }

@@ -58,6 +58,14 @@ pub struct Held {
 }
 
 impl Held {
+    /// Record `r` kept with a copy of its bytes.
+    pub fn of(r: &Record) -> Held {
+        Held {
+            record: Record { data: &[], ..*r },
+            data: r.data.to_vec(),
+        }
+    }
+
     /// The recv as it was recorded.
     pub fn record(&self) -> Record<'_> {
         Record {
@@ -117,10 +125,7 @@ impl MemBios {
 
     /// Hold recv `r` back until [`settle`](Self::settle) decides it.
     pub fn hold(&mut self, r: &Record) {
-        self.held.push(Held {
-            record: Record { data: &[], ..*r },
-            data: r.data.to_vec(),
-        });
+        self.held.push(Held::of(r));
     }
 
     /// The held recvs that record `r`, about to be applied, decides: its thread's recv, with the

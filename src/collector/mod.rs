@@ -9,6 +9,7 @@
 //! or stopped in a signal handler) holds the merge back for at most [`STUCK`]; a dead owner's
 //! unfinished frame is skipped.
 
+mod key_hold;
 pub mod machine;
 mod mem_bio;
 pub mod output;
@@ -69,6 +70,9 @@ impl PacketSink for Outputs {
     fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
         Outputs::packet(self, origin, bytes)
     }
+    fn tls_key(&mut self, origin: &Origin, line: &[u8]) {
+        Outputs::tls_key(self, origin, line)
+    }
 }
 
 /// How a run ended.
@@ -81,6 +85,10 @@ pub struct Ended {
     pub device: bool,
     /// Some capture file could not be opened or written (its line was printed then).
     pub failed: bool,
+    /// The key log, when keys were written to it whole.
+    pub keylog: Option<std::ffi::OsString>,
+    /// The key log could not be opened or written (its line was printed then).
+    pub keylog_failed: bool,
 }
 
 /// Collect until the run ends.
@@ -88,6 +96,9 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     // SAFETY: getpid cannot fail.
     region.set_collector_pid(unsafe { libc::getpid() });
     let mut machine = Machine::new(procfs::ProcFs, mode, crate::recorder::now_ns() ^ 0x5eed);
+    if outputs.keys_in_capture() {
+        machine.hold_for_keys();
+    }
     let mut slots: HashMap<u32, SlotView> = HashMap::new();
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
@@ -152,12 +163,16 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     }
     machine.finish(&mut outputs);
     let failed = outputs.failed();
+    let keylog = outputs.close_keylog();
+    let keylog_failed = outputs.keylog_failed();
     let (written, device) = outputs.close();
     Ended {
         status,
         written,
         device,
         failed,
+        keylog,
+        keylog_failed,
     }
 }
 
@@ -411,6 +426,11 @@ pub fn outputs(
         filter,
         realtime as i128 - mono as i128,
         realtime / 1_000_000_000,
+    )
+    // The keys decrypt what a capture of ciphertext holds; a plain one holds the plaintext.
+    .keys(
+        crate::tls::mode() != crate::tls::Mode::Plain,
+        cfg.keylog.clone(),
     )
 }
 

@@ -6,6 +6,11 @@
 //! character device (`/dev/null`) is the user's explicit choice and is written as it is: never
 //! created, never truncated. Buffers hold whole records only; a failed write is cut back to the
 //! last whole record, so a full disk still leaves a readable capture.
+//!
+//! TLS keys the libraries logged go, as lines of NSS's key log format, into pcapng Decryption
+//! Secrets Blocks (when the capture holds ciphertext: raw and both modes), each before the
+//! packets that need it, and into the `--keylog` file, opened at its first line by the same
+//! rules as a capture.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -13,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
-use super::machine::Origin;
+use super::machine::{Note, Origin};
 use super::procfs;
 use crate::output_path::{self, ProcessInfo};
 use crate::quoted::{quoted, PATH_CHARS};
@@ -21,6 +26,8 @@ use crate::record::call_name;
 use crate::sys;
 
 const HIGH_WATER: usize = 1 << 20;
+/// Key lines kept for captures not open yet (about 5,000 connections' worth).
+const MAX_PENDING_KEYS: usize = 1 << 20;
 
 /// Where packets go and how they are written.
 pub struct Outputs {
@@ -39,11 +46,25 @@ pub struct Outputs {
     stdout: bool,
     /// Write nothing (a bad filter: a user who asked for less never gets more).
     discard: bool,
+    /// Write TLS keys into pcapng captures (which then hold ciphertext).
+    keys_in_capture: bool,
+    /// Keys not yet written to a capture because it is not open yet, with their process.
+    pending_keys: Vec<(i32, Vec<u8>)>,
+    pending_bytes: usize,
+    /// The `--keylog` file's name, and the file once opened.
+    keylog_path: Option<OsString>,
+    keylog: Option<File>,
+    /// The key log could not be opened or written (said once; apart from the captures').
+    keylog_refused: Vec<OsString>,
+    /// Executables said to speak TLS through a library we do not hook (each said once).
+    unhooked: Vec<OsString>,
 }
 
 struct File {
     fd: i32,
     path: OsString,
+    /// What the file is, for messages: "capture", "key log".
+    what: &'static str,
     /// A character device: written as it is, never truncated.
     device: bool,
     buf: Vec<u8>,
@@ -71,7 +92,22 @@ impl Outputs {
             refused: Vec::new(),
             stdout: pattern == "-",
             discard: false,
+            keys_in_capture: false,
+            pending_keys: Vec::new(),
+            pending_bytes: 0,
+            keylog_path: None,
+            keylog: None,
+            keylog_refused: Vec::new(),
+            unhooked: Vec::new(),
         }
+    }
+
+    /// Where TLS keys go: into the pcapng capture (`in_capture`: it holds ciphertext) and into
+    /// a key log file.
+    pub fn keys(mut self, in_capture: bool, keylog: Option<OsString>) -> Outputs {
+        self.keys_in_capture = in_capture && self.pcapng;
+        self.keylog_path = keylog;
+        self
     }
 
     /// Outputs that write nothing.
@@ -89,6 +125,9 @@ impl Outputs {
 
     /// Write one packet made by `origin`.
     pub fn packet(&mut self, origin: &Origin, bytes: &[u8]) {
+        if origin.note == Some(Note::UnhookedTls) {
+            self.say_unhooked(origin.pid);
+        }
         if self.discard {
             return;
         }
@@ -102,7 +141,8 @@ impl Outputs {
             let pid = origin.pid;
             self.exe.entry(pid).or_insert_with(|| procfs::exe_path(pid));
             match self.open(origin.pid) {
-                Some(f) => {
+                Some(mut f) => {
+                    self.write_pending_keys(key, &mut f);
                     self.files.insert(key, f);
                 }
                 None => return,
@@ -126,11 +166,139 @@ impl Outputs {
         }
     }
 
+    /// Whether TLS keys go into the capture.
+    pub fn keys_in_capture(&self) -> bool {
+        self.keys_in_capture
+    }
+
+    /// A TLS library of `origin`'s process logged `line` (NSS key log format, no newline).
+    pub fn tls_key(&mut self, origin: &Origin, line: &[u8]) {
+        // One line of printable text, as the format is: anything else is not a key line and
+        // would break the lines after it.
+        if self.discard
+            || line.is_empty()
+            || !line.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        {
+            return;
+        }
+        let mut text = Vec::with_capacity(line.len() + 1);
+        text.extend_from_slice(line);
+        text.push(b'\n');
+        self.log_key(&text);
+        if !self.keys_in_capture {
+            return;
+        }
+        let key = if self.per_process { origin.pid } else { 0 };
+        match self.files.get_mut(&key) {
+            Some(f) if !f.broken => synth::pcapng_secrets(&text, &mut f.buf),
+            Some(_) => {}
+            // Written when the file opens, before its first packet. A file that never opens
+            // (its packets filtered away) would keep them forever: kept up to a bound.
+            None if self.pending_bytes + text.len() <= MAX_PENDING_KEYS => {
+                self.pending_bytes += text.len();
+                self.pending_keys.push((origin.pid, text));
+            }
+            None => {}
+        }
+    }
+
+    /// Append `text` (a line and its newline) to the key log file, opening it at the first.
+    fn log_key(&mut self, text: &[u8]) {
+        let Some(path) = &self.keylog_path else {
+            return;
+        };
+        if self.keylog.is_none() {
+            if !self.keylog_refused.is_empty() {
+                return;
+            }
+            match open_capture(path) {
+                Ok((fd, device)) => {
+                    self.keylog = Some(File {
+                        fd,
+                        path: path.clone(),
+                        what: "key log",
+                        device,
+                        buf: Vec::new(),
+                        written: 0,
+                        broken: false,
+                    })
+                }
+                Err(reason) => {
+                    eprintln!(
+                        "netintercept: cannot write key log to {}: {reason}",
+                        quoted(path.as_bytes(), PATH_CHARS)
+                    );
+                    self.keylog_refused.push(path.clone());
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.keylog.as_mut().filter(|f| !f.broken) {
+            f.buf.extend_from_slice(text);
+            if f.buf.len() >= HIGH_WATER {
+                f.write_out(&mut self.keylog_refused);
+            }
+        }
+    }
+
+    /// Capture `f` (key `key`) was just opened: the keys its process(es) logged before go first.
+    fn write_pending_keys(&mut self, key: i32, f: &mut File) {
+        let per_process = self.per_process;
+        let mut kept_bytes = 0;
+        self.pending_keys.retain(|(pid, text)| {
+            if per_process && *pid != key {
+                kept_bytes += text.len();
+                return true;
+            }
+            synth::pcapng_secrets(text, &mut f.buf);
+            false
+        });
+        self.pending_bytes = kept_bytes;
+    }
+
+    /// Process `pid` was seen starting TLS through a library we do not hook: said once per
+    /// executable.
+    fn say_unhooked(&mut self, pid: i32) {
+        let exe = self
+            .exe
+            .entry(pid)
+            .or_insert_with(|| procfs::exe_path(pid))
+            .clone();
+        if self.unhooked.contains(&exe) {
+            return;
+        }
+        eprintln!(
+            "netintercept: {} (pid {pid}) speaks TLS through a library netintercept does not hook \
+             (linked into the program, as node's OpenSSL, BoringSSL, Go's or rustls): its TLS \
+             connections are ciphertext in the capture, with no keys",
+            quoted(exe.as_bytes(), PATH_CHARS)
+        );
+        self.unhooked.push(exe);
+    }
+
     /// Write everything buffered.
     pub fn flush(&mut self) {
         for f in self.files.values_mut() {
             f.write_out(&mut self.refused);
         }
+        if let Some(f) = &mut self.keylog {
+            f.write_out(&mut self.keylog_refused);
+        }
+    }
+
+    /// Whether the key log file was refused or could not be written (said once).
+    pub fn keylog_failed(&self) -> bool {
+        !self.keylog_refused.is_empty()
+    }
+
+    /// Close the key log file; its name when it was written whole (a device too).
+    pub fn close_keylog(&mut self) -> Option<OsString> {
+        let mut f = self.keylog.take()?;
+        f.write_out(&mut self.keylog_refused);
+        if f.fd > 2 {
+            sys::close(f.fd);
+        }
+        (!f.broken).then_some(f.path)
     }
 
     /// Whether a capture file was refused or could not be written (each said once).
@@ -220,6 +388,7 @@ impl Outputs {
         Some(File {
             fd,
             path,
+            what: "capture",
             device,
             buf: header,
             written: 0,
@@ -240,7 +409,8 @@ impl File {
                 let _ = sys::ftruncate(self.fd, self.written as i64);
             }
             eprintln!(
-                "netintercept: cannot write capture to {}: {}",
+                "netintercept: cannot write {} to {}: {}",
+                self.what,
                 quoted(self.path.as_bytes(), PATH_CHARS),
                 sys::strerror(e)
             );

@@ -26,6 +26,6 @@ pub use address::{
     MAX_UDP_PAYLOAD_V6,
 };
 pub use pcap_format::{pcap_header, pcap_record, SNAPLEN};
-pub use pcapng_format::{pcapng_header, pcapng_record, SectionInfo};
+pub use pcapng_format::{pcapng_header, pcapng_record, pcapng_secrets, SectionInfo};
 pub use tcp_stream::{Side, TcpStream};
 pub use udp_datagram::udp_datagram;

@@ -1,5 +1,7 @@
 //! The pcapng capture format, written with pcap-file: one section, one raw-IP interface with
 //! nanosecond timestamps, and each packet with a comment saying which process and call made it.
+//! TLS session secrets go into Decryption Secrets Blocks between the packets (written here by
+//! hand: pcap-file 2.0 has no such block), so Wireshark decrypts the capture with no key file.
 //!
 //! An option's length is a 16-bit field, and pcap-file writes a longer value's length modulo
 //! 65,536, which makes the rest of the file unreadable. Every text option goes through
@@ -111,10 +113,94 @@ pub fn pcapng_record(ts: Duration, packet: &[u8], comment: &str, out: &mut Vec<u
     }
 }
 
+/// The Decryption Secrets Block's type (pcapng, `0x0000000A`).
+const DSB_TYPE: u32 = 0x0000_000a;
+/// Its secrets type for TLS: NSS key log lines (`TLSK`).
+const TLS_KEY_LOG: u32 = 0x544c_534b;
+
+/// Offsets in a Decryption Secrets Block; the secrets, padded to 32 bits, follow `SECRETS_LEN`,
+/// then the total length again.
+mod dsb {
+    use std::ops::Range;
+    pub const TYPE: Range<usize> = 0..4;
+    pub const TOTAL_LEN: Range<usize> = 4..8;
+    pub const SECRETS_TYPE: Range<usize> = 8..12;
+    pub const SECRETS_LEN: Range<usize> = 12..16;
+    pub const SECRETS: usize = 16;
+    /// Fixed fields and the trailing total length.
+    pub const OVERHEAD: usize = 20;
+}
+
+/// Append one Decryption Secrets Block holding `key_log`, lines in the NSS key log format
+/// (`CLIENT_RANDOM …`, `CLIENT_TRAFFIC_SECRET_0 …`), each ending in a newline. Wireshark (3.0
+/// and later) reads such a block wherever it stands and decrypts the TLS packets after it.
+/// Appends nothing for secrets too long for the block's 32-bit length.
+pub fn pcapng_secrets(key_log: &[u8], out: &mut Vec<u8>) {
+    let padded = key_log.len().next_multiple_of(4);
+    let Ok(total) = u32::try_from(padded + dsb::OVERHEAD) else {
+        return;
+    };
+    let start = out.len();
+    out.resize(start + dsb::SECRETS, 0);
+    let head = &mut out[start..];
+    head[dsb::TYPE].copy_from_slice(&DSB_TYPE.to_le_bytes());
+    head[dsb::TOTAL_LEN].copy_from_slice(&total.to_le_bytes());
+    head[dsb::SECRETS_TYPE].copy_from_slice(&TLS_KEY_LOG.to_le_bytes());
+    head[dsb::SECRETS_LEN].copy_from_slice(&(key_log.len() as u32).to_le_bytes());
+    out.extend_from_slice(key_log);
+    out.resize(start + dsb::SECRETS + padded, 0);
+    // No options: the block ends with its length again.
+    out.extend_from_slice(&total.to_le_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use pcap_file::pcapng::{Block, PcapNgReader};
+
+    /// A secrets block, byte for byte: type 10, total length 40 at both ends, TLSK, 18 bytes of
+    /// key log padded to 20, no options; readers see it between the packets.
+    #[test]
+    fn secrets_block_bytes() {
+        let mut out = Vec::new();
+        pcapng_secrets(b"CLIENT_RANDOM a b\n", &mut out);
+        assert_eq!(
+            out,
+            [
+                0x0a, 0, 0, 0, // block type: Decryption Secrets Block
+                40, 0, 0, 0, // total length
+                0x4b, 0x53, 0x4c, 0x54, // secrets type 0x544c534b ("TLSK")
+                18, 0, 0, 0, // secrets length
+                b'C', b'L', b'I', b'E', b'N', b'T', b'_', b'R', b'A', b'N', b'D', b'O', b'M', b' ',
+                b'a', b' ', b'b', b'\n', // the key log line
+                0, 0, // padding to 32 bits
+                40, 0, 0, 0, // total length again
+            ]
+        );
+        let info = SectionInfo {
+            host: "box",
+            os: "Linux",
+            application: "netintercept 0.1.0",
+            command_line: "curl",
+        };
+        let mut file = pcapng_header(&info);
+        file.extend_from_slice(&out);
+        pcapng_record(Duration::new(1, 0), &[0x45, 0, 0, 20], "c", &mut file);
+        let mut reader = PcapNgReader::new(&file[..]).expect("section header");
+        let mut kinds = Vec::new();
+        while let Some(block) = reader.next_block() {
+            kinds.push(match block.expect("a readable block") {
+                Block::InterfaceDescription(_) => 1,
+                Block::Unknown(b) => {
+                    assert_eq!(&b.value[8..26], b"CLIENT_RANDOM a b\n");
+                    b.type_
+                }
+                Block::EnhancedPacket(_) => 6,
+                _ => 0,
+            });
+        }
+        assert_eq!(kinds, [1, 10, 6]);
+    }
 
     #[test]
     fn header_and_records_read_back() {
