@@ -14,7 +14,7 @@ use crate::quoted::{quoted, PATH_CHARS};
 pub const HELP: &str = "\
 netintercept: capture one program's network traffic, TLS decrypted, without root
 
-Usage: netintercept [-w FILE] [-f FILTER] [--keylog FILE] [--no-follow] [--] COMMAND [ARGS...]
+Usage: netintercept [-w FILE] [-f FILTER] [--keylog FILE] [--events DIR] [--no-follow] [--] COMMAND [ARGS...]
 
 Runs COMMAND with libnetintercept.so preloaded and writes a pcap of the TCP and UDP
 conversations it has over IPv4 and IPv6, synthesized from the calls it makes.
@@ -24,6 +24,8 @@ Options:
   -f FILTER      tcpdump/libpcap filter expression (sets NETINTERCEPT_FILTER)
   --keylog FILE  also write the TLS session keys to FILE in SSLKEYLOGFILE format (sets
                  NETINTERCEPT_KEYLOG), for Wireshark's tls.keylog_file with a pcap
+  --events DIR   also write per-socket event traces in tcpsnitch's format under DIR (sets
+                 NETINTERCEPT_EVENTS): DIR/<program>_<NNN>/<socket>.json, one call a line
   --no-follow    do not trace child processes (sets NETINTERCEPT_FOLLOW=0)
   -h, --help     show this help
 
@@ -41,6 +43,7 @@ Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
                          (plaintext on a parallel stream, client port XOR 0x8000); a pcapng of
                          raw or both carries the keys (OpenSSL, GnuTLS): Wireshark decrypts it
   NETINTERCEPT_KEYLOG    TLS key log file (as --keylog), in any TLS mode
+  NETINTERCEPT_EVENTS    folder of the per-socket event traces (as --events)
   NETINTERCEPT_FORMAT    pcap or pcapng (pcapng has per-packet comments); default: pcapng
                          for a name ending in .pcapng, else pcap
 
@@ -53,6 +56,7 @@ struct Args {
     file: Option<OsString>,
     filter: Option<OsString>,
     keylog: Option<OsString>,
+    events: Option<OsString>,
     follow: bool,
     command: Vec<OsString>,
 }
@@ -68,6 +72,7 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
         file: None,
         filter: None,
         keylog: None,
+        events: None,
         follow: true,
         command: Vec::new(),
     };
@@ -80,13 +85,14 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
             "-h" | "--help" => return Parsed::Help,
             "--" => break,
             "--no-follow" => args.follow = false,
-            "-w" | "-f" | "--keylog" => {
+            "-w" | "-f" | "--keylog" | "--events" => {
                 let Some(v) = argv.next() else {
                     return Parsed::Usage(format!("option {s} needs a value"));
                 };
                 match s.as_str() {
                     "-w" => args.file = Some(v),
                     "-f" => args.filter = Some(v),
+                    "--events" => args.events = Some(v),
                     _ => args.keylog = Some(v),
                 }
             }
@@ -220,6 +226,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         "NETINTERCEPT_FILE" if args.file.is_some() => args.file.clone(),
         "NETINTERCEPT_FILTER" if args.filter.is_some() => args.filter.clone(),
         "NETINTERCEPT_KEYLOG" if args.keylog.is_some() => args.keylog.clone(),
+        "NETINTERCEPT_EVENTS" if args.events.is_some() => args.events.clone(),
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {

@@ -26,6 +26,8 @@ pub struct Config {
     /// Where to write the TLS keys in SSLKEYLOGFILE format (`--keylog`, NETINTERCEPT_KEYLOG),
     /// exactly the bytes given; no pattern is expanded: one key log per run.
     pub keylog: Option<OsString>,
+    /// The folder of the per-socket event traces (`--events`, NETINTERCEPT_EVENTS), as given.
+    pub events: Option<OsString>,
     /// What is wrong with the values, in the order found.
     pub problems: Vec<Problem>,
 }
@@ -103,6 +105,7 @@ impl Config {
             filter,
             pcapng,
             keylog: var("NETINTERCEPT_KEYLOG"),
+            events: var("NETINTERCEPT_EVENTS"),
             problems,
         }
     }

@@ -35,8 +35,9 @@ fn emit(r: &Record) {
     recorder::emit(r, 0, &NOTHING);
 }
 
-/// `socket()` returned `fd`: record it if it is an IPv4/IPv6 stream or datagram socket.
-pub fn on_socket(fd: i32, domain: i32, ty: i32) {
+/// `socket(domain, ty, protocol)` returned `fd`: record it if it is an IPv4/IPv6 stream or
+/// datagram socket.
+pub fn on_socket(fd: i32, domain: i32, ty: i32, protocol: i32) {
     let k = match ty & 0xf {
         _ if domain != libc::AF_INET && domain != libc::AF_INET6 => kind::OTHER,
         libc::SOCK_STREAM => kind::TCP,
@@ -51,7 +52,10 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32) {
     r.ret = fd as i64;
     // The socket's identity, so that the collector can follow it across processes.
     r.arg0 = sys::fstat(fd).map_or(0, |st| st.st_ino as i64);
-    r.arg1 = ty as i64;
+    // The type with its flags in the low 32 bits (what the packets need), then the domain and
+    // the protocol, 16 bits each, for the event trace's `sock_info`: one field, no larger record.
+    r.arg1 =
+        i64::from(ty as u32) | i64::from(domain as u16) << 32 | i64::from(protocol as u16) << 48;
     emit(&r);
 }
 
@@ -88,9 +92,11 @@ pub fn on_bind(fd: i32) {
     emit(&r);
 }
 
-/// `listen(fd)` succeeded.
-pub fn on_listen(fd: i32) {
-    emit(&rec(Kind::Listen, fd));
+/// `listen(fd, backlog)` succeeded.
+pub fn on_listen(fd: i32, backlog: i32) {
+    let mut r = rec(Kind::Listen, fd);
+    r.arg0 = backlog as i64;
+    emit(&r);
 }
 
 /// `accept(listener)` returned `fd`.
@@ -273,7 +279,22 @@ pub fn on_send_result(
     data: &dyn Payload,
     dest: Option<SocketAddr>,
 ) {
+    on_send_asked(fd, ret, 0, errno, flags, data, dest)
+}
+
+/// As [`on_send_result`], for a call that asked to send `requested` bytes (write, send, sendto:
+/// the event trace's `bytes`; 0 where the hook does not say, and the trace shows what moved).
+pub fn on_send_asked(
+    fd: i32,
+    ret: isize,
+    requested: usize,
+    errno: i32,
+    flags: i32,
+    data: &dyn Payload,
+    dest: Option<SocketAddr>,
+) {
     let mut r = rec(Kind::Send, fd);
+    r.arg0 = requested as i64;
     r.ret = ret as i64;
     r.errno = errno;
     r.arg1 = flags as i64;

@@ -25,14 +25,15 @@ pub enum Kind {
     Fork = 4,
     /// The process is leaving through `exit` or `_exit`: end what it holds.
     Exit = 5,
-    /// `socket()` returned `ret`, an IPv4/IPv6 socket of type `arg1` whose inode is `arg0`.
+    /// `socket()` returned `ret`, an IPv4/IPv6 socket whose inode is `arg0`; `arg1` holds its
+    /// type with flags (bits 0-31), its domain (32-47) and protocol (48-63).
     Socket = 10,
     /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one; `arg0`
     /// the caller's address family (AF_UNSPEC: the association is dissolved; -1: unreadable).
     Connect = 11,
     /// `bind(fd, local)` succeeded.
     Bind = 12,
-    /// `listen(fd)` succeeded.
+    /// `listen(fd, arg0)` succeeded (`arg0` the backlog).
     Listen = 13,
     /// `accept(fd)` returned `ret`, a connection from `addr` to `local` (inode `arg1`).
     Accept = 14,
@@ -49,7 +50,8 @@ pub enum Kind {
     NewFd = 19,
     /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` gave `arg0`.
     SoError = 20,
-    /// A send call on `fd` returned `ret` (with `errno`); `data` is what the kernel took, `addr`
+    /// A send call on `fd` that asked to send `arg0` bytes (0: not said) returned `ret` (with
+    /// `errno`); `data` is what the kernel took, `addr`
     /// the destination the caller named, `arg1` the call's MSG_* flags (MSG_OOB: the last byte
     /// is urgent; MSG_FASTOPEN), `local` the local address when the send connected the socket.
     Send = 21,

@@ -70,7 +70,8 @@ pub(crate) unsafe fn getsockopt(
     }
 }
 
-/// write, send or sendto (`addr` null for the first two) returned `ret` with `errno`.
+/// write, send or sendto (`addr` null for the first two) of `len` bytes returned `ret` with
+/// `errno`.
 ///
 /// # Safety
 /// The arguments are the caller's, just passed to sendto(2).
@@ -79,6 +80,7 @@ pub(crate) unsafe fn send(
     call: u16,
     fd: c_int,
     buf: *const c_void,
+    len: usize,
     flags: c_int,
     addr: *const sockaddr,
     alen: socklen_t,
@@ -99,7 +101,7 @@ pub(crate) unsafe fn send(
     // SAFETY: the kernel read `ret` bytes from `buf`.
     let data = unsafe { bytes(buf, ret_len(ret)) };
     note(call, || {
-        events::on_send_result(fd, ret, errno, flags, &data, dest)
+        events::on_send_asked(fd, ret, len, errno, flags, &data, dest)
     });
 }
 

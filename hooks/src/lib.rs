@@ -184,7 +184,7 @@ hook!(REAL_SOCKET, fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int
     // SAFETY: forwarding the caller's arguments unchanged.
     let fd = unsafe { real(domain, ty, protocol) };
     if fd >= 0 {
-        record(|| events::on_socket(fd, domain, ty));
+        record(|| events::on_socket(fd, domain, ty, protocol));
     }
     fd
 });
@@ -211,7 +211,7 @@ hook!(REAL_LISTEN, fn listen(fd: c_int, backlog: c_int) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, backlog) };
     if ret == 0 && events::is_tracked(fd) {
-        record(|| events::on_listen(fd));
+        record(|| events::on_listen(fd, backlog));
     }
     ret
 });
@@ -267,7 +267,7 @@ hook!(REAL_WRITE, fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssiz
     let ret = unsafe { real(fd, buf, count) };
     let errno = sys::errno();
     // SAFETY: the arguments just passed to write (sendto without flags or address).
-    unsafe { after::send(CALL, fd, buf, 0, std::ptr::null(), 0, ret, errno) };
+    unsafe { after::send(CALL, fd, buf, count, 0, std::ptr::null(), 0, ret, errno) };
     ret
 });
 
@@ -276,7 +276,7 @@ hook!(REAL_SEND, fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
     let ret = unsafe { real(fd, buf, len, flags) };
     let errno = sys::errno();
     // SAFETY: the arguments just passed to send (sendto without an address).
-    unsafe { after::send(CALL, fd, buf, flags, std::ptr::null(), 0, ret, errno) };
+    unsafe { after::send(CALL, fd, buf, len, flags, std::ptr::null(), 0, ret, errno) };
     ret
 });
 
@@ -285,7 +285,7 @@ hook!(REAL_SENDTO, fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: 
     let ret = unsafe { real(fd, buf, len, flags, addr, alen) };
     let errno = sys::errno();
     // SAFETY: the arguments just passed to sendto.
-    unsafe { after::send(CALL, fd, buf, flags, addr, alen, ret, errno) };
+    unsafe { after::send(CALL, fd, buf, len, flags, addr, alen, ret, errno) };
     ret
 });
 

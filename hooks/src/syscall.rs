@@ -248,7 +248,9 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
     let fd = a[0] as c_int;
     let new = ret as c_int;
     match n {
-        libc::SYS_socket if ret >= 0 => record(|| events::on_socket(new, fd, a[1] as c_int)),
+        libc::SYS_socket if ret >= 0 => {
+            record(|| events::on_socket(new, fd, a[1] as c_int, a[2] as c_int))
+        }
         // SAFETY: the arguments of the system call that just ran.
         libc::SYS_connect => unsafe {
             after::connect(
@@ -261,7 +263,9 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
             )
         },
         libc::SYS_bind if ret == 0 && events::is_tracked(fd) => record(|| events::on_bind(fd)),
-        libc::SYS_listen if ret == 0 && events::is_tracked(fd) => record(|| events::on_listen(fd)),
+        libc::SYS_listen if ret == 0 && events::is_tracked(fd) => {
+            record(|| events::on_listen(fd, a[1] as c_int))
+        }
         libc::SYS_accept | libc::SYS_accept4 if ret >= 0 && events::is_tracked(fd) => {
             record(|| events::on_accept(fd, new))
         }
@@ -285,6 +289,7 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
                 CALL,
                 fd,
                 a[1] as *const c_void,
+                a[2] as usize,
                 0,
                 std::ptr::null(),
                 0,
@@ -298,6 +303,7 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
                 CALL,
                 fd,
                 a[1] as *const c_void,
+                a[2] as usize,
                 a[3] as c_int,
                 a[4] as *const sockaddr,
                 a[5] as socklen_t,

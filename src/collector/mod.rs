@@ -14,6 +14,7 @@ pub mod machine;
 mod mem_bio;
 pub mod output;
 pub mod procfs;
+pub mod sock_trace;
 pub mod spawn;
 
 use std::collections::HashMap;
@@ -280,7 +281,10 @@ fn apply_head(
             }
             outputs.learn_process(r.pid);
         }
+        // Packets written meanwhile belong to no call's event (a process found gone).
+        outputs.take_frames();
         machine.apply(&r, outputs);
+        outputs.trace_event(&r);
         if r.kind == Kind::Exit {
             if let Some(v) = slots.get_mut(&slot) {
                 v.exited = true;
@@ -432,6 +436,7 @@ pub fn outputs(
         crate::tls::mode() != crate::tls::Mode::Plain,
         cfg.keylog.clone(),
     )
+    .events(cfg.events.clone(), realtime as i128 - mono as i128)
 }
 
 /// How often the heartbeat is renewed while the collector is busy before its loop starts.

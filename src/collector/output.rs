@@ -58,6 +58,10 @@ pub struct Outputs {
     keylog_refused: Vec<OsString>,
     /// Executables said to speak TLS through a library we do not hook (each said once).
     unhooked: Vec<OsString>,
+    /// The per-socket event traces (`--events`).
+    traces: Option<super::sock_trace::SockTraces>,
+    /// Frame numbers of the packets written since the last [`Outputs::take_frames`].
+    frames: Vec<u64>,
 }
 
 struct File {
@@ -70,6 +74,8 @@ struct File {
     buf: Vec<u8>,
     written: u64,
     broken: bool,
+    /// Packets written to it: the last one's frame number.
+    packets: u64,
 }
 
 impl Outputs {
@@ -99,6 +105,30 @@ impl Outputs {
             keylog: None,
             keylog_refused: Vec::new(),
             unhooked: Vec::new(),
+            traces: None,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Also write per-socket event traces under `dir` (records stamped on the monotonic clock,
+    /// `clock_offset_ns` behind realtime).
+    pub fn events(mut self, dir: Option<OsString>, clock_offset_ns: i128) -> Outputs {
+        self.traces = dir.map(|d| {
+            super::sock_trace::SockTraces::new(d.into(), clock_offset_ns, procfs::exe_path)
+        });
+        self
+    }
+
+    /// The frame numbers of the packets written since the last call, and forget them.
+    pub fn take_frames(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// Record `r` was applied: its event goes to the traces with the frames it produced.
+    pub fn trace_event(&mut self, r: &crate::record::Record) {
+        if let Some(t) = &mut self.traces {
+            let frames = std::mem::take(&mut self.frames);
+            t.apply(r, &frames);
         }
     }
 
@@ -161,6 +191,10 @@ impl Outputs {
             Some(c) => synth::pcapng_record(ts, bytes, c, &mut file.buf),
             None => synth::pcap_record(ts, bytes, &mut file.buf),
         }
+        file.packets += 1;
+        if self.traces.is_some() {
+            self.frames.push(file.packets);
+        }
         if file.buf.len() >= HIGH_WATER {
             file.write_out(&mut self.refused);
         }
@@ -220,6 +254,7 @@ impl Outputs {
                         device,
                         buf: Vec::new(),
                         written: 0,
+                        packets: 0,
                         broken: false,
                     })
                 }
@@ -309,6 +344,9 @@ impl Outputs {
     /// Flush and close every file; returns the names of the regular files written whole, sorted,
     /// and whether packets went to a character device.
     pub fn close(&mut self) -> (Vec<OsString>, bool) {
+        if let Some(t) = &mut self.traces {
+            t.finish();
+        }
         self.flush();
         let mut written = Vec::new();
         let mut device = false;
@@ -392,6 +430,7 @@ impl Outputs {
             device,
             buf: header,
             written: 0,
+            packets: 0,
             broken: false,
         })
     }

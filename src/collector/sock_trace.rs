@@ -1,0 +1,647 @@
+//! Per-socket event traces in tcpsnitch's format (`--events DIR`, NETINTERCEPT_EVENTS).
+//!
+//! DIR holds one folder per traced process, `<program>_<NNN>` (a three-digit counter in order of
+//! appearance across the run; a forked child's folder is made at the fork, so it sorts after
+//! its parent's), with one file per internet socket, `0.json`, `1.json`, … in the order the
+//! process got them, and a `logs.txt`. Each line of a socket's file is one complete JSON object
+//! for one call, with tcpsnitch's keys (`type`, `timestamp_usec`, `return_value`, `success`,
+//! `errno` when it failed, `thread_id`, `fake_call`, `details`) and one of ours, `frames`: the
+//! capture's frame numbers (1-based, in the capture file of the event's process) of the packets
+//! the call produced.
+//!
+//! Like tcpsnitch, a dup makes a new socket trace: the call is written in the original's trace
+//! and again as the first event of the new one, with `sock_info`; a forked child's inherited
+//! socket starts with a `forked_socket` event (`fake_call: true`). An accepted connection is a
+//! new trace whose first event is the `accept`.
+//!
+//! Nothing here runs in the traced program: the records are the ones the packets are made from.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::quoted::{quoted, PATH_CHARS};
+use crate::record::{call_name, Kind, Record};
+
+/// The event traces of a run.
+pub struct SockTraces {
+    dir: PathBuf,
+    /// Realtime minus monotonic: records are stamped on the monotonic clock.
+    clock_offset_ns: i128,
+    /// The program name of a process (tcpsnitch names folders after it).
+    name_of: fn(i32) -> OsString,
+    next_folder: u32,
+    procs: HashMap<i32, Proc>,
+    /// The directory could not be written (said once; the capture goes on).
+    broken: bool,
+}
+
+#[derive(Default)]
+struct Proc {
+    folder: Option<PathBuf>,
+    log: Option<BufWriter<File>>,
+    next_index: u32,
+    socks: HashMap<i32, Sock>,
+}
+
+struct Sock {
+    /// Its file's number in its process's folder.
+    index: u32,
+    info: SockInfo,
+    file: Option<BufWriter<File>>,
+}
+
+/// What `socket()` said about a socket, for `sock_info`.
+#[derive(Clone, Copy)]
+struct SockInfo {
+    domain: i32,
+    /// With SOCK_NONBLOCK and SOCK_CLOEXEC.
+    ty: i32,
+    protocol: i32,
+}
+
+impl SockTraces {
+    /// Traces under `dir`, created at the first socket; `name_of` names a process's folder.
+    pub fn new(dir: PathBuf, clock_offset_ns: i128, name_of: fn(i32) -> OsString) -> SockTraces {
+        SockTraces {
+            dir,
+            clock_offset_ns,
+            name_of,
+            next_folder: 0,
+            procs: HashMap::new(),
+            broken: false,
+        }
+    }
+
+    /// Write the event(s) of record `r`, which produced capture frames `frames`.
+    pub fn apply(&mut self, r: &Record, frames: &[u64]) {
+        let pid = r.pid;
+        match r.kind {
+            // A new image (exec) starts a new folder, as tcpsnitch's library starts again.
+            Kind::Start if r.arg1 == 0 => self.end_process(pid, "a new program image started"),
+            Kind::Start => self.fork(r.arg0 as i32, pid, r),
+            Kind::Fork => self.fork(pid, r.ret as i32, r),
+            Kind::Exit => self.end_process(pid, "the process exited"),
+            Kind::Socket => {
+                let info = SockInfo {
+                    ty: r.arg1 as i32,
+                    domain: (r.arg1 >> 32) as u16 as i32,
+                    protocol: (r.arg1 >> 48) as u16 as i32,
+                };
+                let details = vec![("sock_info", info.json())];
+                self.open(pid, r.ret as i32, info, r, "socket", false, details, frames);
+            }
+            Kind::Accept => {
+                let listener = self.procs.get(&pid).and_then(|p| p.socks.get(&r.fd));
+                let Some(l) = listener else { return };
+                // The listener's domain and type; accept4's flags are not recorded.
+                let info = SockInfo {
+                    ty: l.info.ty & 0xf,
+                    ..l.info
+                };
+                let mut details = vec![("addr", addr_json(r.addr))];
+                if call_name(r.call) == "accept4" {
+                    details.push(("flags", J::Int(0)));
+                }
+                details.push(("sock_info", info.json()));
+                let ty = event_type(r.call);
+                self.open(pid, r.ret as i32, info, r, ty, false, details, frames);
+            }
+            Kind::Dup => self.dup(r, frames),
+            Kind::Close => {
+                self.event(r, frames);
+                self.forget(pid, r.fd);
+            }
+            Kind::CloseRange => {
+                let mut fds: Vec<i32> = self
+                    .procs
+                    .get(&pid)
+                    .map(|p| {
+                        p.socks
+                            .keys()
+                            .copied()
+                            .filter(|&f| (r.arg0..=r.arg1).contains(&i64::from(f)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                fds.sort_unstable();
+                for fd in fds {
+                    let one = Record { fd, ..*r };
+                    self.event(&one, frames);
+                    self.forget(pid, fd);
+                }
+            }
+            // The numbers now name something else (a pipe, a file): their sockets were closed
+            // where no hook saw it.
+            Kind::NewFd => {
+                for fd in [r.ret, r.arg0] {
+                    self.forget(pid, fd as i32);
+                }
+            }
+            Kind::Connect
+            | Kind::Bind
+            | Kind::Listen
+            | Kind::Shutdown
+            | Kind::SoError
+            | Kind::Send
+            | Kind::Recv => self.event(r, frames),
+            _ => {}
+        }
+    }
+
+    /// Close every file (the run is over).
+    pub fn finish(&mut self) {
+        let mut pids: Vec<i32> = self.procs.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            self.end_process(pid, "the run ended");
+        }
+    }
+
+    /// The event of `r` on its descriptor's trace, when that is a socket of ours.
+    fn event(&mut self, r: &Record, frames: &[u64]) {
+        let Some(details) = details(r) else { return };
+        let line = self.line(r, event_type(r.call), false, details, frames);
+        if let Some(sock) = self
+            .procs
+            .get_mut(&r.pid)
+            .and_then(|p| p.socks.get_mut(&r.fd))
+        {
+            write_line(&mut sock.file, &line);
+        }
+    }
+
+    /// A dup: written in the original's trace, then as the first event of the copy's.
+    fn dup(&mut self, r: &Record, frames: &[u64]) {
+        let pid = r.pid;
+        let new = r.ret as i32;
+        let ty = event_type(r.call);
+        // A dup2 onto a socket of ours closes it first, silently, as the kernel does.
+        self.forget(pid, new);
+        let Some(info) = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.socks.get(&r.fd))
+            .map(|s| s.info)
+        else {
+            return;
+        };
+        let mut details = Vec::new();
+        match ty {
+            "dup2" | "dup3" => details.push(("newfd", J::Int(new.into()))),
+            "fcntl" => details.push(("cmd", J::Str("F_DUPFD".into()))),
+            _ => {}
+        }
+        let line = self.line(r, ty, false, details.clone(), frames);
+        if let Some(sock) = self
+            .procs
+            .get_mut(&pid)
+            .and_then(|p| p.socks.get_mut(&r.fd))
+        {
+            write_line(&mut sock.file, &line);
+        }
+        details.push(("sock_info", info.json()));
+        self.open(pid, new, info, r, ty, false, details, &[]);
+    }
+
+    /// Process `child` was forked by `parent`: its inherited sockets get traces of their own in
+    /// a folder of its own, each starting with a `forked_socket` event. Done once per child
+    /// (the parent's Fork record and the child's Start may both say it).
+    fn fork(&mut self, parent: i32, child: i32, r: &Record) {
+        if self.procs.contains_key(&child) {
+            return;
+        }
+        let mut inherited: Vec<(u32, i32, SockInfo)> = self
+            .procs
+            .get(&parent)
+            .map(|p| {
+                p.socks
+                    .iter()
+                    .map(|(&fd, s)| (s.index, fd, s.info))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.procs.insert(child, Proc::default());
+        // In the order the parent got them.
+        inherited.sort_unstable_by_key(|&(i, _, _)| i);
+        for (_, fd, info) in inherited {
+            let fake = Record {
+                pid: child,
+                tid: child,
+                fd,
+                ret: fd.into(),
+                errno: 0,
+                ..*r
+            };
+            let details = vec![("sock_info", info.json())];
+            self.open(child, fd, info, &fake, "forked_socket", true, details, &[]);
+        }
+    }
+
+    /// A new trace for socket `fd` of `pid`, whose first event is `ty` with `details`.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        info: SockInfo,
+        r: &Record,
+        ty: &str,
+        fake: bool,
+        details: Vec<(&'static str, J)>,
+        frames: &[u64],
+    ) {
+        self.forget(pid, fd);
+        let line = self.line(r, ty, fake, details, frames);
+        let folder = self.folder(pid);
+        let p = self.procs.entry(pid).or_default();
+        let index = p.next_index;
+        p.next_index += 1;
+        let mut file = folder.and_then(|dir| {
+            let path = dir.join(format!("{index}.json"));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => Some(BufWriter::new(f)),
+                Err(e) => {
+                    log(p, &format!("[ERROR] cannot create {}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        write_line(&mut file, &line);
+        p.socks.insert(fd, Sock { index, info, file });
+    }
+
+    /// The folder of `pid`, made at its first socket (`None` when it cannot be).
+    fn folder(&mut self, pid: i32) -> Option<PathBuf> {
+        if let Some(f) = self.procs.get(&pid).and_then(|p| p.folder.clone()) {
+            return Some(f);
+        }
+        if self.broken {
+            return None;
+        }
+        let name = (self.name_of)(pid);
+        let base = Path::new(&name)
+            .file_name()
+            .map(|n| n.to_os_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| OsString::from("unknown"));
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            return self.refuse(&e);
+        }
+        // A folder left by an earlier run is never written into: the next number is taken.
+        let folder = loop {
+            let mut n = base.clone();
+            n.push(format!("_{:03}", self.next_folder));
+            self.next_folder += 1;
+            let path = self.dir.join(n);
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return self.refuse(&e),
+            }
+        };
+        let log_file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(folder.join("logs.txt"))
+            .ok()
+            .map(BufWriter::new);
+        let p = self.procs.entry(pid).or_default();
+        p.folder = Some(folder.clone());
+        p.log = log_file;
+        log(
+            p,
+            &format!(
+                "[INFO] pid {pid} ({}): one file per internet socket, in the order it got them",
+                name.to_string_lossy()
+            ),
+        );
+        Some(folder)
+    }
+
+    fn refuse(&mut self, e: &std::io::Error) -> Option<PathBuf> {
+        eprintln!(
+            "netintercept: cannot write event traces to {}: {e}",
+            quoted(self.dir.as_os_str().as_bytes(), PATH_CHARS)
+        );
+        self.broken = true;
+        None
+    }
+
+    /// Socket `fd` of `pid` is gone: its trace is complete.
+    fn forget(&mut self, pid: i32, fd: i32) {
+        if let Some(mut s) = self.procs.get_mut(&pid).and_then(|p| p.socks.remove(&fd)) {
+            flush(&mut s.file);
+        }
+    }
+
+    fn end_process(&mut self, pid: i32, why: &str) {
+        let Some(mut p) = self.procs.remove(&pid) else {
+            return;
+        };
+        for s in p.socks.values_mut() {
+            flush(&mut s.file);
+        }
+        if p.folder.is_some() {
+            let line = format!("[INFO] pid {pid}: {why}; {} socket(s) traced", p.next_index);
+            log(&mut p, &line);
+        }
+        if let Some(l) = &mut p.log {
+            let _ = l.flush();
+        }
+    }
+
+    /// One event as a JSON line, keys in tcpsnitch's order, then ours.
+    fn line(
+        &self,
+        r: &Record,
+        ty: &str,
+        fake: bool,
+        details: Vec<(&'static str, J)>,
+        frames: &[u64],
+    ) -> String {
+        let usec = (r.ts_ns as i128 + self.clock_offset_ns).max(0) / 1000;
+        let success = r.ret >= 0;
+        let mut fields = vec![
+            ("type", J::Str(ty.to_string())),
+            ("timestamp_usec", J::Int(usec as i64)),
+            ("return_value", J::Int(r.ret)),
+            ("success", J::Bool(success)),
+        ];
+        if !success {
+            fields.push(("errno", J::Str(errno_name(r.errno))));
+        }
+        fields.push(("thread_id", J::Int(r.tid.into())));
+        fields.push(("fake_call", J::Bool(fake)));
+        fields.push(("details", J::Obj(details)));
+        fields.push((
+            "frames",
+            J::Arr(frames.iter().map(|&f| J::Int(f as i64)).collect()),
+        ));
+        let mut s = J::Obj(fields).to_string();
+        s.push('\n');
+        s
+    }
+}
+
+impl SockInfo {
+    /// tcpsnitch's `sock_info`: domain and type by name, the protocol's name (its number as a
+    /// string when it is 0 or unknown), the two creation flags.
+    fn json(&self) -> J {
+        let domain = match self.domain {
+            libc::AF_INET => "AF_INET".to_string(),
+            libc::AF_INET6 => "AF_INET6".to_string(),
+            d => d.to_string(),
+        };
+        let ty = match self.ty & 0xf {
+            libc::SOCK_STREAM => "SOCK_STREAM".to_string(),
+            libc::SOCK_DGRAM => "SOCK_DGRAM".to_string(),
+            libc::SOCK_RAW => "SOCK_RAW".to_string(),
+            t => t.to_string(),
+        };
+        let protocol = match self.protocol {
+            libc::IPPROTO_TCP => "tcp".to_string(),
+            libc::IPPROTO_UDP => "udp".to_string(),
+            p => p.to_string(),
+        };
+        J::Obj(vec![
+            ("domain", J::Str(domain)),
+            ("type", J::Str(ty)),
+            ("protocol", J::Str(protocol)),
+            ("SOCK_CLOEXEC", J::Bool(self.ty & libc::SOCK_CLOEXEC != 0)),
+            ("SOCK_NONBLOCK", J::Bool(self.ty & libc::SOCK_NONBLOCK != 0)),
+        ])
+    }
+}
+
+/// The event type of call number `call`: its name, the fortified and 64-bit variants under the
+/// name tcpsnitch hooks.
+fn event_type(call: u16) -> &'static str {
+    match call_name(call) {
+        "__read_chk" => "read",
+        "__recv_chk" => "recv",
+        "__recvfrom_chk" => "recvfrom",
+        "fcntl64" => "fcntl",
+        "sendfile64" => "sendfile",
+        name => name,
+    }
+}
+
+/// The `details` of a call on an existing socket, by tcpsnitch's keys (`None`: not an event).
+fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
+    let ty = event_type(r.call);
+    let flag = |bit: i32| J::Bool(r.arg1 & i64::from(bit) != 0);
+    Some(match r.kind {
+        Kind::Connect => opt_addr(r.addr),
+        Kind::Bind => opt_addr(r.local),
+        Kind::Listen => vec![("backlog", J::Int(r.arg0))],
+        Kind::Shutdown => {
+            let how = r.arg0 as i32;
+            vec![
+                (
+                    "SHUT_RD",
+                    J::Bool(how == libc::SHUT_RD || how == libc::SHUT_RDWR),
+                ),
+                (
+                    "SHUT_WR",
+                    J::Bool(how == libc::SHUT_WR || how == libc::SHUT_RDWR),
+                ),
+            ]
+        }
+        Kind::SoError => vec![
+            ("level", J::Str("SOL_SOCKET".into())),
+            ("optname", J::Str("SO_ERROR".into())),
+            ("optlen", J::Int(4)),
+            ("optval", J::Int(r.arg0)),
+        ],
+        Kind::Close | Kind::CloseRange => Vec::new(),
+        Kind::Send => {
+            // What the call asked to send when the hook said, else what the kernel took.
+            let bytes = if r.arg0 > 0 { r.arg0 } else { r.ret.max(0) };
+            let mut d = vec![("bytes", J::Int(bytes))];
+            if matches!(ty, "send" | "sendto" | "sendmsg" | "sendmmsg") {
+                d.push((
+                    "flags",
+                    J::Obj(vec![
+                        ("MSG_CONFIRM", flag(libc::MSG_CONFIRM)),
+                        ("MSG_DONTROUTE", flag(libc::MSG_DONTROUTE)),
+                        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
+                        ("MSG_EOR", flag(libc::MSG_EOR)),
+                        ("MSG_MORE", flag(libc::MSG_MORE)),
+                        ("MSG_NOSIGNAL", flag(libc::MSG_NOSIGNAL)),
+                        ("MSG_OOB", flag(libc::MSG_OOB)),
+                    ]),
+                ));
+            }
+            if ty == "sendto" {
+                d.extend(opt_addr(r.addr));
+            }
+            d
+        }
+        Kind::Recv => {
+            let mut d = vec![("bytes", J::Int(r.arg0))];
+            if matches!(ty, "recv" | "recvfrom" | "recvmsg" | "recvmmsg") {
+                d.push((
+                    "flags",
+                    J::Obj(vec![
+                        ("MSG_CMSG_CLOEXEC", flag(libc::MSG_CMSG_CLOEXEC)),
+                        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
+                        ("MSG_ERRQUEUE", flag(libc::MSG_ERRQUEUE)),
+                        ("MSG_OOB", flag(libc::MSG_OOB)),
+                        ("MSG_PEEK", flag(libc::MSG_PEEK)),
+                        ("MSG_TRUNC", flag(libc::MSG_TRUNC)),
+                        ("MSG_WAITALL", flag(libc::MSG_WAITALL)),
+                    ]),
+                ));
+            }
+            if ty == "recvfrom" {
+                d.extend(opt_addr(r.addr));
+            }
+            d
+        }
+        _ => return None,
+    })
+}
+
+/// `addr` as tcpsnitch writes it, absent when the call had none.
+fn opt_addr(a: Option<SocketAddr>) -> Vec<(&'static str, J)> {
+    a.map(|a| vec![("addr", addr_json(Some(a)))])
+        .unwrap_or_default()
+}
+
+fn addr_json(a: Option<SocketAddr>) -> J {
+    let Some(a) = a else {
+        return J::Obj(Vec::new());
+    };
+    let family = if a.is_ipv4() { "AF_INET" } else { "AF_INET6" };
+    J::Obj(vec![
+        ("sa_family", J::Str(family.into())),
+        ("ip", J::Str(a.ip().to_string())),
+        // A string, as tcpsnitch writes it.
+        ("port", J::Str(a.port().to_string())),
+    ])
+}
+
+fn write_line(file: &mut Option<BufWriter<File>>, line: &str) {
+    if let Some(f) = file {
+        if f.write_all(line.as_bytes()).is_err() {
+            *file = None;
+        }
+    }
+}
+
+fn flush(file: &mut Option<BufWriter<File>>) {
+    if let Some(f) = file {
+        let _ = f.flush();
+    }
+}
+
+fn log(p: &mut Proc, line: &str) {
+    if let Some(l) = &mut p.log {
+        let _ = writeln!(l, "{line}");
+    }
+}
+
+/// errno's symbolic name, as tcpsnitch writes it (the number when it has none here).
+fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::EPIPE => "EPIPE",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EDESTADDRREQ => "EDESTADDRREQ",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPROTOTYPE => "EPROTOTYPE",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENETRESET => "ENETRESET",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EISCONN => "EISCONN",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ESHUTDOWN => "ESHUTDOWN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EALREADY => "EALREADY",
+        libc::EINPROGRESS => "EINPROGRESS",
+        _ => return e.to_string(),
+    };
+    name.to_string()
+}
+
+/// The little JSON this module writes: objects keep their keys' order, which tcpsnitch's
+/// output (jansson, insertion order) has too.
+#[derive(Clone)]
+enum J {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    Obj(Vec<(&'static str, J)>),
+    Arr(Vec<J>),
+}
+
+impl fmt::Display for J {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            J::Bool(b) => write!(f, "{b}"),
+            J::Int(i) => write!(f, "{i}"),
+            J::Str(s) => {
+                f.write_char('"')?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                        c => f.write_char(c)?,
+                    }
+                }
+                f.write_char('"')
+            }
+            // jansson's separators (", " and ": "), as in tcpsnitch's traces.
+            J::Obj(fields) => {
+                f.write_char('{')?;
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "\"{k}\": {v}")?;
+                }
+                f.write_char('}')
+            }
+            J::Arr(items) => {
+                f.write_char('[')?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_char(']')
+            }
+        }
+    }
+}
