@@ -6,6 +6,7 @@ mod support;
 pub mod capture_basics;
 mod config_input;
 pub mod descriptors;
+mod events;
 pub mod exactness;
 mod filter;
 mod isolation;

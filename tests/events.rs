@@ -1,0 +1,368 @@
+//! `--events DIR`: per-socket event traces in tcpsnitch's format, read back by Python's own JSON
+//! parser (not ours) and checked against the capture of the same run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{self, servers, TempDir};
+
+/// Reads every trace under DIR with Python's json module and prints one tab-separated line per
+/// event: folder, file, type, top-level keys in order, details' key paths sorted, return_value,
+/// success, errno, fake_call, frames, bytes, and the JSON types of `timestamp_usec`,
+/// `thread_id` and an address's `port`. A line that is not one JSON object prints INVALID.
+const READER: &str = r#"
+import json, os, sys
+root = sys.argv[1]
+def paths(o, pre=""):
+    out = []
+    for k, v in o.items():
+        p = pre + k
+        if isinstance(v, dict) and v:
+            out += paths(v, p + ".")
+        else:
+            out.append(p)
+    return out
+for folder in sorted(os.listdir(root)):
+    d = os.path.join(root, folder)
+    names = [n for n in os.listdir(d) if n.endswith(".json")]
+    for name in sorted(names, key=lambda n: int(n[:-5])):
+        for line in open(os.path.join(d, name), encoding="utf-8"):
+            try:
+                e = json.loads(line)
+                assert isinstance(e, dict)
+            except Exception:
+                print("INVALID", folder, name, repr(line)); continue
+            det = e.get("details", {})
+            port = det.get("addr", {}).get("port")
+            print("\t".join([folder, name[:-5], str(e.get("type")), ",".join(e.keys()),
+                ",".join(sorted(paths(det))), str(e.get("return_value")), str(e.get("success")),
+                str(e.get("errno", "")), str(e.get("fake_call")),
+                ",".join(str(f) for f in e.get("frames", [])), str(det.get("bytes", "")),
+                type(e.get("timestamp_usec")).__name__ + "," + type(e.get("thread_id")).__name__
+                + "," + type(port).__name__]))
+"#;
+
+/// One event as the reader printed it.
+#[derive(Debug)]
+struct Event {
+    folder: String,
+    file: u32,
+    ty: String,
+    keys: String,
+    details: String,
+    ret: i64,
+    success: bool,
+    errno: String,
+    fake: bool,
+    frames: Vec<u32>,
+    bytes: Option<i64>,
+    types: String,
+}
+
+fn read_events(dir: &Path) -> Vec<Event> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(READER)
+        .arg(dir)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("INVALID"),
+        "lines that are not JSON:\n{text}"
+    );
+    text.lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            assert_eq!(c.len(), 12, "{l}");
+            Event {
+                folder: c[0].into(),
+                file: c[1].parse().expect("file index"),
+                ty: c[2].into(),
+                keys: c[3].into(),
+                details: c[4].into(),
+                ret: c[5].parse().expect("return_value is an integer"),
+                success: c[6] == "True",
+                errno: c[7].into(),
+                fake: c[8] == "True",
+                frames: c[9]
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(|f| f.parse().expect("frame"))
+                    .collect(),
+                bytes: c[10].parse().ok(),
+                types: c[11].into(),
+            }
+        })
+        .collect()
+}
+
+const SEND_FLAGS: &str = "flags.MSG_CONFIRM,flags.MSG_DONTROUTE,flags.MSG_DONTWAIT,flags.MSG_EOR,\
+                          flags.MSG_MORE,flags.MSG_NOSIGNAL,flags.MSG_OOB";
+const RECV_FLAGS: &str = "flags.MSG_CMSG_CLOEXEC,flags.MSG_DONTWAIT,flags.MSG_ERRQUEUE,\
+                          flags.MSG_OOB,flags.MSG_PEEK,flags.MSG_TRUNC,flags.MSG_WAITALL";
+const SOCK_INFO: &str = "sock_info.SOCK_CLOEXEC,sock_info.SOCK_NONBLOCK,sock_info.domain,\
+                         sock_info.protocol,sock_info.type";
+
+/// Every event has exactly tcpsnitch's keys in its order (`errno` only on failure) and then
+/// ours, `frames`; its details exactly the keys tcpsnitch gives its type.
+fn check_schema(events: &[Event]) {
+    for e in events {
+        let keys = if e.success {
+            "type,timestamp_usec,return_value,success,thread_id,fake_call,details,frames"
+        } else {
+            "type,timestamp_usec,return_value,success,errno,thread_id,fake_call,details,frames"
+        };
+        assert_eq!(e.keys, keys, "{e:?}");
+        assert!(e.types.starts_with("int,int,"), "{e:?}");
+        let details = match e.ty.as_str() {
+            "socket" | "forked_socket" => SOCK_INFO.to_string(),
+            "connect" => "addr.ip,addr.port,addr.sa_family".to_string(),
+            "getsockopt" => "level,optlen,optname,optval".to_string(),
+            "send" => format!("bytes,{SEND_FLAGS}"),
+            "recv" => format!("bytes,{RECV_FLAGS}"),
+            "write" | "read" => "bytes".to_string(),
+            "close" => String::new(),
+            other => panic!("unexpected event type {other}: {e:?}"),
+        };
+        assert_eq!(e.details, details, "{e:?}");
+        if e.ty == "connect" {
+            assert!(e.types.ends_with(",str"), "port is a string: {e:?}");
+        }
+        assert_eq!(e.fake, e.ty == "forked_socket", "{e:?}");
+        assert_eq!(e.success, e.errno.is_empty(), "{e:?}");
+    }
+}
+
+/// Each frame's TCP payload, by frame number.
+fn payloads(capture: &Path) -> HashMap<u32, Vec<u8>> {
+    support::tshark::fields(capture, "", &["frame.number", "tcp.payload"])
+        .lines()
+        .filter_map(|l| {
+            let (n, hex) = l.split_once('\t')?;
+            let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            Some((n.parse().ok()?, bytes))
+        })
+        .collect()
+}
+
+/// What the frames of `e` carry, joined.
+fn carried(e: &Event, frames: &HashMap<u32, Vec<u8>>) -> Vec<u8> {
+    e.frames
+        .iter()
+        .flat_map(|f| frames.get(f).cloned().unwrap_or_default())
+        .collect()
+}
+
+fn no_error_logged(dir: &Path) {
+    for folder in std::fs::read_dir(dir).expect("events dir") {
+        let log = folder.expect("entry").path().join("logs.txt");
+        let text = std::fs::read_to_string(&log).expect("logs.txt in every process folder");
+        assert!(!text.contains("ERROR"), "{}: {text}", log.display());
+    }
+}
+
+#[test]
+fn curl_trace_has_tcpsnitch_keys_and_frames_with_its_bytes() {
+    let t = TempDir::new("events-curl");
+    let token = "events-curl-token-7f3a";
+    std::fs::write(t.join("index.html"), format!("{token}\n")).expect("page");
+    let port = support::free_port();
+    let _server = servers::http_server(t.path(), "127.0.0.1", port);
+    let capture = t.join("c.pcap");
+    let events_dir = t.join("ev");
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(&capture)
+        .arg("--events")
+        .arg(&events_dir)
+        .args(["--", "curl", "-s", &url]);
+    let out = support::run_ok(&mut cmd, Duration::from_secs(60));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(token));
+
+    let events = read_events(&events_dir);
+    check_schema(&events);
+    no_error_logged(&events_dir);
+    let folders: Vec<&str> = events.iter().map(|e| e.folder.as_str()).collect();
+    assert!(folders.iter().all(|f| *f == "curl_000"), "{folders:?}");
+    let sock: Vec<&Event> = events.iter().filter(|e| e.file == 0).collect();
+    assert_eq!(
+        sock.len(),
+        events.len(),
+        "curl makes one socket: {events:#?}"
+    );
+    let types: Vec<&str> = sock.iter().map(|e| e.ty.as_str()).collect();
+    assert_eq!(types[..2], ["socket", "connect"], "{types:?}");
+    assert_eq!(types.last(), Some(&"close"), "{types:?}");
+    let first_recv = types.iter().position(|t| *t == "recv").expect("a recv");
+    let last_send = types.iter().rposition(|t| *t == "send").expect("a send");
+    assert!(last_send < first_recv, "{types:?}");
+
+    // Each call's frames carry exactly its bytes: the request, then the response.
+    let frames = payloads(&capture);
+    let mut request = Vec::new();
+    let mut response = Vec::new();
+    for e in sock.iter().filter(|e| e.ret > 0) {
+        let got = carried(e, &frames);
+        match e.ty.as_str() {
+            "send" => {
+                assert_eq!(got.len() as i64, e.ret, "{e:?}");
+                assert_eq!(
+                    e.bytes,
+                    Some(e.ret),
+                    "a blocking-complete send asked this much"
+                );
+                request.extend(got);
+            }
+            "recv" => {
+                assert_eq!(got.len() as i64, e.ret, "{e:?}");
+                assert!(e.bytes.is_some_and(|b| b >= e.ret), "{e:?}");
+                response.extend(got);
+            }
+            _ => {}
+        }
+    }
+    assert!(request.starts_with(b"GET /index.html HTTP/1.1\r\n"));
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with(&format!("{token}\n")), "{response}");
+    // The handshake is produced by the call that learnt the connect succeeded.
+    let handshake: usize = sock
+        .iter()
+        .filter(|e| e.ty == "connect" || e.ty == "getsockopt")
+        .map(|e| e.frames.len())
+        .sum();
+    assert_eq!(handshake, 3, "SYN, SYN-ACK, ACK: {sock:#?}");
+}
+
+/// An untraced echo server: each connection's bytes come back until it closes.
+const ECHO: &str = r#"
+import socket, sys, threading
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(8)
+def serve(c):
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        c.sendall(b)
+    c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// The traced client: a refused connect, then a connection it shares with a forked child.
+const CLIENT: &str = r#"
+import os, socket, sys
+r = socket.socket()
+try:
+    r.connect(("127.0.0.1", int(sys.argv[2])))
+    sys.exit("connected to a closed port")
+except ConnectionRefusedError:
+    pass
+r.close()
+s = socket.socket()
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"ping-events")
+assert s.recv(100) == b"ping-events"
+pid = os.fork()
+if pid == 0:
+    s.sendall(b"from-child")
+    os._exit(0)
+os.waitpid(pid, 0)
+got = b""
+while len(got) < 10:
+    got += s.recv(100)
+assert got == b"from-child", got
+s.close()
+"#;
+
+#[test]
+fn python_refused_connect_and_forked_socket() {
+    let t = TempDir::new("events-py");
+    let port = support::free_port();
+    let closed = support::free_port();
+    let _echo = servers::python(ECHO, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let capture = t.join("c.pcap");
+    let events_dir = t.join("ev");
+    let python = support::python_exe();
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(&capture)
+        .arg("--events")
+        .arg(&events_dir)
+        .args([
+            "--",
+            &python,
+            "-c",
+            CLIENT,
+            &port.to_string(),
+            &closed.to_string(),
+        ]);
+    support::run_ok(&mut cmd, Duration::from_secs(60));
+
+    let events = read_events(&events_dir);
+    check_schema(&events);
+    no_error_logged(&events_dir);
+    let mut by_file: BTreeMap<(String, u32), Vec<&Event>> = BTreeMap::new();
+    for e in &events {
+        by_file
+            .entry((e.folder.clone(), e.file))
+            .or_default()
+            .push(e);
+    }
+    let folders: Vec<&String> = by_file.keys().map(|(f, _)| f).collect();
+    let parent = folders[0].clone();
+    assert!(
+        parent.starts_with("python") && parent.ends_with("_000"),
+        "{folders:?}"
+    );
+    let child = format!("{}_001", &parent[..parent.len() - 4]);
+    let types = |folder: &str, file: u32| -> Vec<String> {
+        by_file[&(folder.to_string(), file)]
+            .iter()
+            .map(|e| e.ty.clone())
+            .collect()
+    };
+
+    // The refused connect: success false, errno by name, return value -1, no packet but the
+    // SYN and the RST that refused it.
+    assert_eq!(types(&parent, 0), ["socket", "connect", "close"]);
+    let refused = by_file[&(parent.clone(), 0)][1];
+    assert!(!refused.success && refused.ret == -1, "{refused:?}");
+    assert_eq!(refused.errno, "ECONNREFUSED");
+    assert_eq!(refused.frames.len(), 2, "SYN and RST: {refused:?}");
+
+    let frames = payloads(&capture);
+    let conn = &by_file[&(parent.clone(), 1)];
+    assert_eq!(
+        types(&parent, 1),
+        ["socket", "connect", "send", "recv", "recv", "close"]
+    );
+    assert_eq!(carried(conn[2], &frames), b"ping-events");
+    assert_eq!(carried(conn[3], &frames), b"ping-events");
+    assert_eq!(carried(conn[4], &frames), b"from-child");
+
+    // The child's inherited socket: its own folder, after its parent's, starting with a fake
+    // forked_socket event.
+    assert_eq!(types(&child, 0), ["forked_socket", "send"]);
+    let forked = &by_file[&(child.clone(), 0)];
+    assert!(forked[0].fake && forked[0].frames.is_empty());
+    assert_eq!(carried(forked[1], &frames), b"from-child");
+    assert_eq!(by_file.len(), 3, "{:?}", by_file.keys());
+}
