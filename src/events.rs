@@ -99,10 +99,11 @@ pub fn on_listen(fd: i32, backlog: i32) {
     emit(&r);
 }
 
-/// `accept(listener)` returned `fd`.
-pub fn on_accept(listener: i32, fd: i32) {
+/// `accept(listener)` or `accept4(listener, …, flags)` (0 for accept) returned `fd`.
+pub fn on_accept(listener: i32, fd: i32, flags: i32) {
     recorder::set_kind(fd, kind::TCP);
     let mut r = rec(Kind::Accept, listener);
+    r.arg0 = flags as i64;
     r.ret = fd as i64;
     r.local = sys::local_addr(fd);
     r.addr = sys::peer_addr(fd);

@@ -35,7 +35,8 @@ pub enum Kind {
     Bind = 12,
     /// `listen(fd, arg0)` succeeded (`arg0` the backlog).
     Listen = 13,
-    /// `accept(fd)` returned `ret`, a connection from `addr` to `local` (inode `arg1`).
+    /// `accept(fd)` returned `ret`, a connection from `addr` to `local` (inode `arg1`; `arg0`
+    /// accept4's flags).
     Accept = 14,
     /// `shutdown(fd, arg0)` succeeded.
     Shutdown = 15,

@@ -130,11 +130,15 @@ fn check_schema(events: &[Event]) {
             "send" => format!("bytes,{SEND_FLAGS}"),
             "recv" => format!("bytes,{RECV_FLAGS}"),
             "write" | "read" => "bytes".to_string(),
+            "bind" => "addr.ip,addr.port,addr.sa_family".to_string(),
+            "listen" => "backlog".to_string(),
+            "accept" => format!("addr.ip,addr.port,addr.sa_family,{SOCK_INFO}"),
+            "accept4" => format!("addr.ip,addr.port,addr.sa_family,flags,{SOCK_INFO}"),
             "close" => String::new(),
             other => panic!("unexpected event type {other}: {e:?}"),
         };
         assert_eq!(e.details, details, "{e:?}");
-        if e.ty == "connect" {
+        if matches!(e.ty.as_str(), "connect" | "bind" | "accept" | "accept4") {
             assert!(e.types.ends_with(",str"), "port is a string: {e:?}");
         }
         assert_eq!(e.fake, e.ty == "forked_socket", "{e:?}");
@@ -365,4 +369,115 @@ fn python_refused_connect_and_forked_socket() {
     assert!(forked[0].fake && forked[0].frames.is_empty());
     assert_eq!(carried(forked[1], &frames), b"from-child");
     assert_eq!(by_file.len(), 3, "{:?}", by_file.keys());
+}
+
+/// A traced server: the listener's trace, and the accepted connection's own, starting with the
+/// accept and its `sock_info`.
+const SERVER: &str = r#"
+import socket, sys
+l = socket.socket(socket.AF_INET6)
+l.bind(("::1", int(sys.argv[1])))
+l.listen(3)
+open(sys.argv[2], "w").close()
+c, _ = l.accept()
+b = c.recv(100)
+c.sendall(b.upper())
+c.close()
+l.close()
+"#;
+
+#[test]
+fn traced_server_accepts_into_a_new_trace() {
+    let t = TempDir::new("events-srv");
+    let port = support::free_port();
+    let ready = t.join("ready");
+    let events_dir = t.join("ev");
+    let python = support::python_exe();
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join("s.pcap"))
+        .arg("--events")
+        .arg(&events_dir)
+        .args(["--", &python, "-c", SERVER, &port.to_string()])
+        .arg(&ready)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut server = cmd.spawn().expect("traced server");
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server never ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = std::net::TcpStream::connect(("::1", port)).expect("connect");
+    use std::io::{Read, Write};
+    c.write_all(b"shout").expect("send");
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("reply");
+    assert_eq!(got, b"SHOUT");
+    let status = server.wait().expect("server exits");
+    assert!(status.success());
+
+    let events = read_events(&events_dir);
+    check_schema(&events);
+    no_error_logged(&events_dir);
+    let types = |file: u32| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e.file == file)
+            .map(|e| e.ty.as_str())
+            .collect()
+    };
+    assert_eq!(types(0), ["socket", "bind", "listen", "close"]);
+    let accepted = types(1);
+    assert!(
+        accepted == ["accept4", "recv", "send", "close"]
+            || accepted == ["accept", "recv", "send", "close"],
+        "{accepted:?}"
+    );
+    let frames = payloads(&t.join("s.pcap"));
+    let conn: Vec<&Event> = events.iter().filter(|e| e.file == 1).collect();
+    assert_eq!(conn[0].frames.len(), 3, "the handshake is the accept's");
+    assert_eq!(carried(conn[1], &frames), b"shout");
+    assert_eq!(carried(conn[2], &frames), b"SHOUT");
+}
+
+/// Without the CLI, NETINTERCEPT_EVENTS alone asks for the traces.
+#[test]
+fn bare_preload_reads_netintercept_events() {
+    let t = TempDir::new("events-bare");
+    std::fs::write(t.join("index.html"), "bare\n").expect("page");
+    let port = support::free_port();
+    let _server = servers::http_server(t.path(), "127.0.0.1", port);
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let mut cmd = support::traced(t.path(), &t.join("b.pcap"), "curl", &["-s", &url]);
+    cmd.env("NETINTERCEPT_EVENTS", t.join("ev"));
+    support::run_ok(&mut cmd, Duration::from_secs(60));
+    // The detached collector writes after the program is gone.
+    let trace = t.join("ev/curl_000/0.json");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&trace).is_ok_and(|s| s.contains("\"close\"")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no trace at {trace:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = read_events(&t.join("ev"));
+    check_schema(&events);
+    assert_eq!(events[0].ty, "socket");
+}
+
+#[test]
+fn help_names_the_option_and_its_variable() {
+    let out = Command::new(support::cli())
+        .arg("--help")
+        .output()
+        .expect("cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--events DIR") && text.contains("NETINTERCEPT_EVENTS"));
 }

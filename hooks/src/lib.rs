@@ -220,7 +220,7 @@ hook!(REAL_ACCEPT, fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
     if ret >= 0 && events::is_tracked(fd) {
-        record(|| events::on_accept(fd, ret));
+        record(|| events::on_accept(fd, ret, 0));
     }
     ret
 });
@@ -229,7 +229,7 @@ hook!(REAL_ACCEPT4, fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len, flags) };
     if ret >= 0 && events::is_tracked(fd) {
-        record(|| events::on_accept(fd, ret));
+        record(|| events::on_accept(fd, ret, flags));
     }
     ret
 });

@@ -267,7 +267,12 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
             record(|| events::on_listen(fd, a[1] as c_int))
         }
         libc::SYS_accept | libc::SYS_accept4 if ret >= 0 && events::is_tracked(fd) => {
-            record(|| events::on_accept(fd, new))
+            let flags = if n == libc::SYS_accept4 {
+                a[3] as c_int
+            } else {
+                0
+            };
+            record(|| events::on_accept(fd, new, flags))
         }
         libc::SYS_shutdown if ret == 0 && events::is_tracked(fd) => {
             record(|| events::on_shutdown(fd, a[1] as c_int))

@@ -313,6 +313,9 @@ impl Outputs {
 
     /// Write everything buffered.
     pub fn flush(&mut self) {
+        if let Some(t) = &mut self.traces {
+            t.flush();
+        }
         for f in self.files.values_mut() {
             f.write_out(&mut self.refused);
         }

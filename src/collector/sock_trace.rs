@@ -99,14 +99,15 @@ impl SockTraces {
             Kind::Accept => {
                 let listener = self.procs.get(&pid).and_then(|p| p.socks.get(&r.fd));
                 let Some(l) = listener else { return };
-                // The listener's domain and type; accept4's flags are not recorded.
+                // The listener's domain and protocol; the type's flags are accept4's.
+                let flags = r.arg0 as i32 & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
                 let info = SockInfo {
-                    ty: l.info.ty & 0xf,
+                    ty: (l.info.ty & 0xf) | flags,
                     ..l.info
                 };
                 let mut details = vec![("addr", addr_json(r.addr))];
                 if call_name(r.call) == "accept4" {
-                    details.push(("flags", J::Int(0)));
+                    details.push(("flags", J::Int(r.arg0)));
                 }
                 details.push(("sock_info", info.json()));
                 let ty = event_type(r.call);
@@ -151,6 +152,18 @@ impl SockTraces {
             | Kind::Send
             | Kind::Recv => self.event(r, frames),
             _ => {}
+        }
+    }
+
+    /// Write what is buffered (the collector is idle), so a trace is readable while it grows.
+    pub fn flush(&mut self) {
+        for p in self.procs.values_mut() {
+            for s in p.socks.values_mut() {
+                flush(&mut s.file);
+            }
+            if let Some(l) = &mut p.log {
+                let _ = l.flush();
+            }
         }
     }
 
@@ -643,5 +656,122 @@ impl fmt::Display for J {
                 f.write_char(']')
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(_pid: i32) -> OsString {
+        OsString::from("/usr/bin/prog")
+    }
+
+    fn rec(kind: Kind, call: &str, fd: i32, ret: i64) -> Record<'static> {
+        let mut r = Record::new(kind);
+        r.call = crate::record::call_id(call);
+        r.pid = 100;
+        r.tid = 100;
+        r.fd = fd;
+        r.ret = ret;
+        r.ts_ns = 5_000;
+        r
+    }
+
+    fn socket(fd: i32) -> Record<'static> {
+        let mut r = rec(Kind::Socket, "socket", -1, fd.into());
+        r.arg1 = i64::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)
+            | i64::from(libc::AF_INET6 as u16) << 32
+            | i64::from(libc::IPPROTO_TCP as u16) << 48;
+        r
+    }
+
+    fn lines(dir: &Path, file: &str) -> Vec<String> {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ni-socktrace-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A dup is written in the original's trace and starts a new one with `sock_info`; closing
+    /// the copy ends only the copy's trace; the clock offset makes realtime microseconds.
+    #[test]
+    fn a_dup_makes_a_new_trace() {
+        let dir = scratch("dup");
+        let mut t = SockTraces::new(dir.clone(), 2_000_000, name);
+        t.apply(&socket(3), &[]);
+        t.apply(&rec(Kind::Dup, "dup2", 3, 7), &[]);
+        t.apply(&rec(Kind::Close, "close", 7, 0), &[4]);
+        let mut send = rec(Kind::Send, "write", 3, 5);
+        send.arg0 = 9;
+        t.apply(&send, &[5, 6]);
+        t.finish();
+        let folder = dir.join("prog_000");
+        let zero = lines(&folder, "0.json");
+        assert_eq!(zero.len(), 3, "{zero:?}");
+        assert_eq!(
+            zero[0],
+            "{\"type\": \"socket\", \"timestamp_usec\": 2005, \"return_value\": 3, \
+             \"success\": true, \"thread_id\": 100, \"fake_call\": false, \"details\": \
+             {\"sock_info\": {\"domain\": \"AF_INET6\", \"type\": \"SOCK_STREAM\", \
+             \"protocol\": \"tcp\", \"SOCK_CLOEXEC\": false, \"SOCK_NONBLOCK\": true}}, \
+             \"frames\": []}"
+        );
+        assert!(zero[1].starts_with("{\"type\": \"dup2\","), "{}", zero[1]);
+        assert!(
+            zero[1].contains("\"details\": {\"newfd\": 7}"),
+            "{}",
+            zero[1]
+        );
+        assert!(zero[2].contains("\"details\": {\"bytes\": 9}, \"frames\": [5, 6]}"));
+        let one = lines(&folder, "1.json");
+        assert_eq!(one.len(), 2, "{one:?}");
+        assert!(one[0].contains("{\"newfd\": 7, \"sock_info\": {\"domain\": \"AF_INET6\""));
+        assert!(one[1].starts_with("{\"type\": \"close\","));
+        assert!(one[1].ends_with("\"details\": {}, \"frames\": [4]}"));
+        let log = std::fs::read_to_string(folder.join("logs.txt")).expect("logs.txt");
+        assert!(
+            log.contains("2 socket(s)") && !log.contains("ERROR"),
+            "{log}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A folder an earlier run left is never written into; a failed call has `errno` by name.
+    #[test]
+    fn folders_are_never_reused_and_failures_name_errno() {
+        let dir = scratch("reuse");
+        std::fs::create_dir_all(dir.join("prog_000")).expect("old folder");
+        let mut t = SockTraces::new(dir.clone(), 0, name);
+        t.apply(&socket(4), &[]);
+        let mut c = rec(Kind::Connect, "connect", 4, -1);
+        c.errno = libc::ECONNREFUSED;
+        c.addr = Some("[::1]:9".parse().expect("addr"));
+        t.apply(&c, &[1, 2]);
+        t.finish();
+        assert_eq!(
+            std::fs::read_dir(dir.join("prog_000"))
+                .expect("old")
+                .count(),
+            0
+        );
+        let events = lines(&dir.join("prog_001"), "0.json");
+        assert!(
+            events[1].contains(
+                "\"success\": false, \"errno\": \"ECONNREFUSED\", \"thread_id\": 100, \
+                 \"fake_call\": false, \"details\": {\"addr\": {\"sa_family\": \"AF_INET6\", \
+                 \"ip\": \"::1\", \"port\": \"9\"}}, \"frames\": [1, 2]}"
+            ),
+            "{}",
+            events[1]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
