@@ -259,6 +259,10 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     if let Some(k) = &args.keylog {
         cmd.env("NETINTERCEPT_KEYLOG", k);
     }
+    if let Some(e) = &args.events {
+        // The hooks record the calls only the traces need when this is set.
+        cmd.env("NETINTERCEPT_EVENTS", e);
+    }
     if !args.follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");
     }

@@ -17,6 +17,13 @@ pub fn is_tracked(fd: i32) -> bool {
     recorder::is_tracked(fd)
 }
 
+/// Whether the calls only event traces need are recorded (one relaxed load: the whole cost of
+/// their hooks in a run without `--events`).
+#[inline]
+pub fn events_on() -> bool {
+    recorder::EVENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Run `f` with `errno` preserved and any panic contained.
 pub fn record(f: impl FnOnce()) {
     let saved = sys::errno();
@@ -247,6 +254,28 @@ impl Payload for FileBytes {
 pub fn on_so_error(fd: i32, value: i32) {
     let mut r = rec(Kind::SoError, fd);
     r.arg0 = value as i64;
+    emit(&r);
+}
+
+/// `setsockopt` or `getsockopt(fd, level, name)` returned `ret` (with `errno`); `value` is the
+/// option as the kernel read or wrote it (`len` bytes; empty when the call failed).
+pub fn on_sockopt(fd: i32, level: i32, name: i32, len: u32, value: &[u8], ret: i32, errno: i32) {
+    /// Enough for every option tcpsnitch decodes (a timeval, a linger, an int).
+    const MAX_VALUE: usize = 64;
+    let mut r = rec(Kind::SockOpt, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
+    r.arg0 = level as i64;
+    r.arg1 = i64::from(name as u32) | i64::from(len) << 32;
+    let head = &value[..value.len().min(MAX_VALUE)];
+    recorder::emit(&r, head.len(), &head);
+}
+
+/// `getsockname` or `getpeername(fd)` returned `ret` (with `errno`).
+pub fn on_sockname(fd: i32, ret: i32, errno: i32) {
+    let mut r = rec(Kind::SockName, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
     emit(&r);
 }
 

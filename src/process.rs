@@ -36,6 +36,8 @@ pub fn init() {
     std::panic::set_hook(Box::new(|_| {}));
     let follow = std::env::var("NETINTERCEPT_FOLLOW").map_or(true, |v| v != "0");
     recorder::FOLLOW.store(follow, Ordering::Relaxed);
+    let events = std::env::var_os("NETINTERCEPT_EVENTS").is_some_and(|d| !d.is_empty());
+    recorder::EVENTS.store(events, Ordering::Relaxed);
     if !follow {
         stop_following();
     }

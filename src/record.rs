@@ -14,6 +14,7 @@ use std::ops::Range;
 pub enum Kind {
     /// The library loaded in process `pid` (`arg1` 0: a new process or an exec, whose
     /// descriptor scan follows) or a fork child took its own ring (`arg1` 1; `arg0` the parent).
+    /// With `--events`, a new image's `data` is its program name (`argv[0]`'s base name).
     Start = 1,
     /// A socket found open at load: `fd`, `arg0` its type, `arg1` its inode, `ret` 1 when
     /// listening, `addr` the peer and `local` the local address.
@@ -67,6 +68,15 @@ pub enum Kind {
     /// Descriptors sent in an SCM_RIGHTS message on `fd`: `data` is their numbers (i32 each).
     /// In flight, they keep their sockets open even if the sender closes its copies.
     Passed = 24,
+    /// Recorded only for event traces (`--events`): `setsockopt`/`getsockopt(fd, arg0, …)`
+    /// returned `ret` (with `errno`); `arg1` holds the option name (bits 0-31) and the option's
+    /// length (32-63: what the caller gave setsockopt, what getsockopt reported; 0 when the
+    /// call failed, as it is not read then); `data` the option's first bytes, when it succeeded.
+    SockOpt = 25,
+    /// Recorded only for event traces: `getsockname`/`getpeername(fd)` returned `ret` (with
+    /// `errno`). The address is not read from the caller (its buffer's size is unknown after
+    /// the call): the collector knows it.
+    SockName = 26,
     /// SSL object `ssl` talks through `fd`.
     TlsFd = 30,
     /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
@@ -115,6 +125,8 @@ impl Kind {
             22 => Recv,
             23 => Received,
             24 => Passed,
+            25 => SockOpt,
+            26 => SockName,
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,
@@ -365,6 +377,7 @@ pub const CALLS: &[&str] = &[
     "BIO_write_ex",
     "BIO_gets",
     "BIO_puts",
+    "setsockopt",
 ];
 
 /// The number of call `name` (0 when it is not in [`CALLS`]); usable in constants.

@@ -374,7 +374,8 @@ pub fn init() -> Result<(), String> {
     // SAFETY: getppid has no arguments and cannot fail.
     start.arg0 = unsafe { libc::getppid() } as i64;
     start.ret = global.is_none() as i64;
-    emit(&start, 0, &NOTHING);
+    let name = program_name();
+    emit(&start, name.len(), &name);
     scan_inherited();
     emit(&Record::new(Kind::Scanned), 0, &NOTHING);
     Ok(())
@@ -403,6 +404,28 @@ fn claim(pid: i32, ns_pid: i32) -> Result<(), String> {
     SLOT.store(slot, Release);
     ENABLED.store(!region.disabled(), Relaxed);
     Ok(())
+}
+
+/// The program's name for the event traces' folders (`--events` only, else empty): glibc's
+/// `program_invocation_short_name`, the base name of `argv[0]`, read from memory (no system
+/// call), so the collector knows it even when the process is gone before it looks.
+fn program_name() -> &'static [u8] {
+    extern "C" {
+        static program_invocation_short_name: *const libc::c_char;
+    }
+    if !EVENTS.load(Relaxed) {
+        return &[];
+    }
+    // SAFETY: libc sets this pointer during its own initialisation, which runs before any
+    // preloaded library's constructor; it is a NUL-terminated string that lives as long as the
+    // process, or null.
+    let p = unsafe { program_invocation_short_name };
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: non-null, NUL-terminated and never freed (see above).
+    let name = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
+    &name[..name.len().min(255)]
 }
 
 /// Every internet socket open at load (inherited over exec or from an untraced parent).
@@ -452,6 +475,10 @@ pub fn probe(fd: i32) {
         emit(&r, 0, &NOTHING);
     }
 }
+
+/// Whether the calls only event traces need are recorded (`NETINTERCEPT_EVENTS` set at load):
+/// without it, their hooks cost this one relaxed load.
+pub static EVENTS: AtomicBool = AtomicBool::new(false);
 
 /// Whether fork children record (`NETINTERCEPT_FOLLOW=0` turns it off).
 pub static FOLLOW: AtomicBool = AtomicBool::new(true);

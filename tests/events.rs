@@ -10,8 +10,8 @@ use crate::support::{self, servers, TempDir};
 
 /// Reads every trace under DIR with Python's json module and prints one tab-separated line per
 /// event: folder, file, type, top-level keys in order, details' key paths sorted, return_value,
-/// success, errno, fake_call, frames, bytes, and the JSON types of `timestamp_usec`,
-/// `thread_id` and an address's `port`. A line that is not one JSON object prints INVALID.
+/// success, errno, fake_call, frames, bytes, the JSON types of `timestamp_usec`, `thread_id`
+/// and an address's `port`, and the details re-serialized with sorted keys. A line that is not one JSON object prints INVALID.
 const READER: &str = r#"
 import json, os, sys
 root = sys.argv[1]
@@ -41,7 +41,7 @@ for folder in sorted(os.listdir(root)):
                 str(e.get("errno", "")), str(e.get("fake_call")),
                 ",".join(str(f) for f in e.get("frames", [])), str(det.get("bytes", "")),
                 type(e.get("timestamp_usec")).__name__ + "," + type(e.get("thread_id")).__name__
-                + "," + type(port).__name__]))
+                + "," + type(port).__name__, json.dumps(det, sort_keys=True)]))
 "#;
 
 /// One event as the reader printed it.
@@ -59,6 +59,7 @@ struct Event {
     frames: Vec<u32>,
     bytes: Option<i64>,
     types: String,
+    json: String,
 }
 
 fn read_events(dir: &Path) -> Vec<Event> {
@@ -82,7 +83,7 @@ fn read_events(dir: &Path) -> Vec<Event> {
     text.lines()
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), 12, "{l}");
+            assert_eq!(c.len(), 13, "{l}");
             Event {
                 folder: c[0].into(),
                 file: c[1].parse().expect("file index"),
@@ -100,6 +101,7 @@ fn read_events(dir: &Path) -> Vec<Event> {
                     .collect(),
                 bytes: c[10].parse().ok(),
                 types: c[11].into(),
+                json: c[12].into(),
             }
         })
         .collect()
@@ -126,7 +128,6 @@ fn check_schema(events: &[Event]) {
         let details = match e.ty.as_str() {
             "socket" | "forked_socket" => SOCK_INFO.to_string(),
             "connect" => "addr.ip,addr.port,addr.sa_family".to_string(),
-            "getsockopt" => "level,optlen,optname,optval".to_string(),
             "send" => format!("bytes,{SEND_FLAGS}"),
             "recv" => format!("bytes,{RECV_FLAGS}"),
             "write" | "read" => "bytes".to_string(),
@@ -135,15 +136,37 @@ fn check_schema(events: &[Event]) {
             "accept" => format!("addr.ip,addr.port,addr.sa_family,{SOCK_INFO}"),
             "accept4" => format!("addr.ip,addr.port,addr.sa_family,flags,{SOCK_INFO}"),
             "close" => String::new(),
+            // Recorded for the traces alone (the CLI's --events turns them on in the hooks).
+            "setsockopt" | "getsockopt" => {
+                let d = e.details.replace("optval.", "");
+                assert!(d.starts_with("level,optlen,optname"), "{e:?}");
+                e.details.clone()
+            }
+            "getsockname" | "getpeername" if e.success => {
+                "addr.ip,addr.port,addr.sa_family".to_string()
+            }
+            "getsockname" | "getpeername" => String::new(),
             other => panic!("unexpected event type {other}: {e:?}"),
         };
         assert_eq!(e.details, details, "{e:?}");
-        if matches!(e.ty.as_str(), "connect" | "bind" | "accept" | "accept4") {
+        if matches!(
+            e.ty.as_str(),
+            "connect" | "bind" | "accept" | "accept4" | "getsockname" | "getpeername"
+        ) && e.success
+        {
             assert!(e.types.ends_with(",str"), "port is a string: {e:?}");
         }
         assert_eq!(e.fake, e.ty == "forked_socket", "{e:?}");
         assert_eq!(e.success, e.errno.is_empty(), "{e:?}");
     }
+}
+
+/// The calls that make packets (the others are recorded for the traces alone).
+fn packet_calls<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<&'a Event> {
+    events
+        .into_iter()
+        .filter(|e| !matches!(e.ty.as_str(), "setsockopt" | "getsockname" | "getpeername"))
+        .collect()
 }
 
 /// Each frame's TCP payload, by frame number.
@@ -202,12 +225,34 @@ fn curl_trace_has_tcpsnitch_keys_and_frames_with_its_bytes() {
     no_error_logged(&events_dir);
     let folders: Vec<&str> = events.iter().map(|e| e.folder.as_str()).collect();
     assert!(folders.iter().all(|f| *f == "curl_000"), "{folders:?}");
-    let sock: Vec<&Event> = events.iter().filter(|e| e.file == 0).collect();
-    assert_eq!(
-        sock.len(),
-        events.len(),
-        "curl makes one socket: {events:#?}"
+    assert!(
+        events.iter().all(|e| e.file == 0),
+        "one socket: {events:#?}"
     );
+    // curl asks for TCP_NODELAY before it connects, and for its peer's name after.
+    let nodelay = events
+        .iter()
+        .position(|e| e.ty == "setsockopt" && e.json.contains("\"TCP_NODELAY\""))
+        .expect("setsockopt(TCP_NODELAY)");
+    assert!(
+        events[nodelay].json.contains("\"optval\": true"),
+        "{:?}",
+        events[nodelay]
+    );
+    let connect = events
+        .iter()
+        .position(|e| e.ty == "connect")
+        .expect("connect");
+    assert!(nodelay < connect);
+    let peer = events
+        .iter()
+        .find(|e| e.ty == "getpeername")
+        .expect("getpeername");
+    assert!(
+        peer.json.contains(&format!("\"port\": \"{port}\"")),
+        "{peer:?}"
+    );
+    let sock = packet_calls(&events);
     let types: Vec<&str> = sock.iter().map(|e| e.ty.as_str()).collect();
     assert_eq!(types[..2], ["socket", "connect"], "{types:?}");
     assert_eq!(types.last(), Some(&"close"), "{types:?}");
@@ -337,6 +382,9 @@ fn python_refused_connect_and_forked_socket() {
         "{folders:?}"
     );
     let child = format!("{}_001", &parent[..parent.len() - 4]);
+    for v in by_file.values_mut() {
+        *v = packet_calls(v.iter().copied());
+    }
     let types = |folder: &str, file: u32| -> Vec<String> {
         by_file[&(folder.to_string(), file)]
             .iter()
@@ -426,9 +474,8 @@ fn traced_server_accepts_into_a_new_trace() {
     check_schema(&events);
     no_error_logged(&events_dir);
     let types = |file: u32| -> Vec<&str> {
-        events
+        packet_calls(events.iter().filter(|e| e.file == file))
             .iter()
-            .filter(|e| e.file == file)
             .map(|e| e.ty.as_str())
             .collect()
     };
@@ -440,7 +487,7 @@ fn traced_server_accepts_into_a_new_trace() {
         "{accepted:?}"
     );
     let frames = payloads(&t.join("s.pcap"));
-    let conn: Vec<&Event> = events.iter().filter(|e| e.file == 1).collect();
+    let conn = packet_calls(events.iter().filter(|e| e.file == 1));
     assert_eq!(conn[0].frames.len(), 3, "the handshake is the accept's");
     assert_eq!(carried(conn[1], &frames), b"shout");
     assert_eq!(carried(conn[2], &frames), b"SHOUT");
@@ -480,4 +527,62 @@ fn help_names_the_option_and_its_variable() {
         .expect("cli");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--events DIR") && text.contains("NETINTERCEPT_EVENTS"));
+}
+
+/// The calls only traces need: each returns what it returns untraced (bad pointers and lengths
+/// included), and is written with tcpsnitch's keys: the option by name, its value when
+/// tcpsnitch decodes it and the call succeeded, `errno` by name when it failed.
+#[test]
+fn socket_options_and_names_are_traced_without_changing_them() {
+    let t = TempDir::new("events-sockopt");
+    let exe = support::build_c(t.path(), "sockopt_calls", "sockopt_calls", &[], &[]);
+    let exe = exe.to_str().expect("utf-8 path");
+    let plain = support::run_ok(
+        &mut support::untraced(t.path(), exe, &[]),
+        Duration::from_secs(30),
+    );
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join("o.pcap"))
+        .arg("--events")
+        .arg(t.join("ev"))
+        .args(["--", exe]);
+    let traced = support::run_ok(&mut cmd, Duration::from_secs(30));
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&plain.stdout)
+    );
+
+    let events = read_events(&t.join("ev"));
+    check_schema(&events);
+    no_error_logged(&t.join("ev"));
+    // Named after the program, though it is gone before its first socket's folder is made.
+    assert!(
+        events.iter().all(|e| e.folder == "sockopt_calls_000"),
+        "{events:#?}"
+    );
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {} {}", e.ty, e.ret, e.errno, e.json))
+        .collect();
+    let expected = [
+        "socket 3  ",
+        r#"setsockopt 0  {"level": "SOL_TCP", "optlen": 4, "optname": "TCP_NODELAY", "optval": true}"#,
+        r#"setsockopt 0  {"level": "SOL_IPV6", "optlen": 4, "optname": "IPV6_V6ONLY", "optval": true}"#,
+        r#"setsockopt 0  {"level": "SOL_SOCKET", "optlen": 16, "optname": "SO_RCVTIMEO", "optval": {"tv_sec": 3, "tv_usec": 5}}"#,
+        r#"setsockopt -1 EINVAL {"level": "SOL_SOCKET", "optlen": 1, "optname": "SO_LINGER"}"#,
+        r#"setsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF"}"#,
+        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#,
+        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#,
+        r#"getsockopt 0  {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF", "optval": "#,
+        "getsockname -1 EFAULT {}",
+        "getsockname -1 EFAULT {}",
+        "getpeername -1 ENOTCONN {}",
+        "close 0  {}",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+    for (got, want) in lines.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got}\n  is not\n{want}");
+    }
 }

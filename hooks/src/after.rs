@@ -46,28 +46,71 @@ pub(crate) unsafe fn connect(
     note(call, || events::on_connect(fd, family, remote, ret, errno));
 }
 
-/// getsockopt(fd, level, name, val, …) returned `ret`: SO_ERROR settles a pending connect.
+/// getsockopt(fd, level, name, val, len) returned `ret` with `errno`: SO_ERROR settles a pending
+/// connect; with `--events`, every option is recorded for the event trace.
 ///
 /// # Safety
 /// The arguments are the caller's, just passed to getsockopt(2).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn getsockopt(
     call: u16,
     fd: c_int,
     level: c_int,
     name: c_int,
     val: *const c_void,
+    len: *const socklen_t,
     ret: c_int,
+    errno: c_int,
 ) {
-    if ret == 0
-        && level == libc::SOL_SOCKET
-        && name == libc::SO_ERROR
-        && !val.is_null()
-        && events::is_tracked(fd)
-    {
+    let so_error = level == libc::SOL_SOCKET && name == libc::SO_ERROR;
+    if ret == 0 && so_error && !val.is_null() && events::is_tracked(fd) {
         // SAFETY: SO_ERROR succeeded, so the kernel wrote an int at `val`.
         let value = unsafe { std::ptr::read_unaligned(val as *const c_int) };
         note(call, || events::on_so_error(fd, value));
+        return;
     }
+    if !events::events_on() || !events::is_tracked(fd) {
+        return;
+    }
+    // The option is read only when the call succeeded: the kernel then read and wrote `*len`
+    // and wrote that many bytes at `val`.
+    let (n, value) = if ret == 0 && !len.is_null() {
+        // SAFETY: the call succeeded, so `len` was valid for the kernel to read and write.
+        let n = unsafe { std::ptr::read_unaligned(len) };
+        // SAFETY: the kernel just wrote `n` bytes at `val`.
+        (n, unsafe { bytes(val, n as usize) })
+    } else {
+        (0, &[][..])
+    };
+    note(call, || {
+        events::on_sockopt(fd, level, name, n, value, ret, errno)
+    });
+}
+
+/// setsockopt(fd, level, name, val, len) returned `ret` with `errno` (recorded with `--events`
+/// only).
+///
+/// # Safety
+/// The arguments are the caller's, just passed to setsockopt(2).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn setsockopt(
+    call: u16,
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+    ret: c_int,
+    errno: c_int,
+) {
+    if !events::events_on() || !events::is_tracked(fd) {
+        return;
+    }
+    // SAFETY: on success the kernel read `len` bytes at `val`; after a failure nothing is read.
+    let value = unsafe { bytes(val, if ret == 0 { len as usize } else { 0 }) };
+    note(call, || {
+        events::on_sockopt(fd, level, name, len, value, ret, errno)
+    });
 }
 
 /// write, send or sendto (`addr` null for the first two) of `len` bytes returned `ret` with

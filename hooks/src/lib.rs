@@ -255,8 +255,43 @@ hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
 hook!(REAL_GETSOCKOPT, fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, level, name, val, len) };
+    let errno = sys::errno();
     // SAFETY: the arguments just passed to getsockopt.
-    unsafe { after::getsockopt(CALL, fd, level, name, val, ret) };
+    unsafe { after::getsockopt(CALL, fd, level, name, val, len, ret, errno) };
+    ret
+});
+
+// The calls below make no packet: they are recorded for the event traces only (`--events`),
+// and cost a run without it one relaxed load each.
+
+hook!(REAL_SETSOCKOPT, fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, level, name, val, len) };
+    if events::events_on() {
+        let errno = sys::errno();
+        // SAFETY: the arguments just passed to setsockopt.
+        unsafe { after::setsockopt(CALL, fd, level, name, val, len, ret, errno) };
+    }
+    ret
+});
+
+hook!(REAL_GETSOCKNAME, fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, addr, len) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        record(|| events::on_sockname(fd, ret, errno));
+    }
+    ret
+});
+
+hook!(REAL_GETPEERNAME, fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, addr, len) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        record(|| events::on_sockname(fd, ret, errno));
+    }
     ret
 });
 

@@ -285,7 +285,9 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
                 a[1] as c_int,
                 a[2] as c_int,
                 a[3] as *const c_void,
+                a[4] as *const socklen_t,
                 new,
+                errno,
             )
         },
         // SAFETY: the arguments of the system call that just ran.

@@ -127,6 +127,15 @@ impl Outputs {
     /// Record `r` was applied: its event goes to the traces with the frames it produced.
     pub fn trace_event(&mut self, r: &crate::record::Record) {
         if let Some(t) = &mut self.traces {
+            if r.kind == crate::record::Kind::Start {
+                // The name the program gave itself, else its executable's (while it lived); a
+                // fork child (`arg1` 1) keeps its parent's.
+                if !r.data.is_empty() {
+                    t.name(r.pid, OsStr::from_bytes(r.data));
+                } else if let Some(exe) = self.exe.get(&r.pid).filter(|_| r.arg1 == 0) {
+                    t.name(r.pid, exe);
+                }
+            }
             let frames = std::mem::take(&mut self.frames);
             t.apply(r, &frames);
         }

@@ -33,8 +33,11 @@ pub struct SockTraces {
     dir: PathBuf,
     /// Realtime minus monotonic: records are stamped on the monotonic clock.
     clock_offset_ns: i128,
-    /// The program name of a process (tcpsnitch names folders after it).
+    /// The program name of a process (tcpsnitch names folders after it), when the caller
+    /// did not know it.
     name_of: fn(i32) -> OsString,
+    /// Names the caller told (see [`SockTraces::name`]).
+    names: HashMap<i32, OsString>,
     next_folder: u32,
     procs: HashMap<i32, Proc>,
     /// The directory could not be written (said once; the capture goes on).
@@ -56,13 +59,16 @@ struct Sock {
     file: Option<BufWriter<File>>,
 }
 
-/// What `socket()` said about a socket, for `sock_info`.
+/// What `socket()` said about a socket, for `sock_info`, and its addresses as the records told
+/// them (for getsockname and getpeername, whose caller's buffer is not read).
 #[derive(Clone, Copy)]
 struct SockInfo {
     domain: i32,
     /// With SOCK_NONBLOCK and SOCK_CLOEXEC.
     ty: i32,
     protocol: i32,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
 }
 
 impl SockTraces {
@@ -72,9 +78,18 @@ impl SockTraces {
             dir,
             clock_offset_ns,
             name_of,
+            names: HashMap::new(),
             next_folder: 0,
             procs: HashMap::new(),
             broken: false,
+        }
+    }
+
+    /// Process `pid` runs the executable `exe`, as learnt while it was alive (a short-lived
+    /// process may be gone when its first socket's folder is made).
+    pub fn name(&mut self, pid: i32, exe: &std::ffi::OsStr) {
+        if !exe.is_empty() {
+            self.names.insert(pid, exe.to_os_string());
         }
     }
 
@@ -86,12 +101,17 @@ impl SockTraces {
             Kind::Start if r.arg1 == 0 => self.end_process(pid, "a new program image started"),
             Kind::Start => self.fork(r.arg0 as i32, pid, r),
             Kind::Fork => self.fork(pid, r.ret as i32, r),
-            Kind::Exit => self.end_process(pid, "the process exited"),
+            Kind::Exit => {
+                self.end_process(pid, "the process exited");
+                self.names.remove(&pid);
+            }
             Kind::Socket => {
                 let info = SockInfo {
                     ty: r.arg1 as i32,
                     domain: (r.arg1 >> 32) as u16 as i32,
                     protocol: (r.arg1 >> 48) as u16 as i32,
+                    local: None,
+                    peer: None,
                 };
                 let details = vec![("sock_info", info.json())];
                 self.open(pid, r.ret as i32, info, r, "socket", false, details, frames);
@@ -103,6 +123,8 @@ impl SockTraces {
                 let flags = r.arg0 as i32 & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
                 let info = SockInfo {
                     ty: (l.info.ty & 0xf) | flags,
+                    local: r.local,
+                    peer: r.addr,
                     ..l.info
                 };
                 let mut details = vec![("addr", addr_json(r.addr))];
@@ -150,7 +172,27 @@ impl SockTraces {
             | Kind::Shutdown
             | Kind::SoError
             | Kind::Send
-            | Kind::Recv => self.event(r, frames),
+            | Kind::Recv
+            | Kind::SockOpt => {
+                self.learn_addresses(r);
+                self.event(r, frames)
+            }
+            Kind::SockName => {
+                let Some(info) = self.sock_info(pid, r.fd) else {
+                    return;
+                };
+                let addr = match event_type(r.call) {
+                    "getpeername" => info.peer,
+                    _ => info.local,
+                };
+                let details = if r.ret == 0 {
+                    opt_addr(addr)
+                } else {
+                    Vec::new()
+                };
+                let line = self.line(r, event_type(r.call), false, details, frames);
+                self.write(pid, r.fd, &line);
+            }
             _ => {}
         }
     }
@@ -180,12 +222,35 @@ impl SockTraces {
     fn event(&mut self, r: &Record, frames: &[u64]) {
         let Some(details) = details(r) else { return };
         let line = self.line(r, event_type(r.call), false, details, frames);
-        if let Some(sock) = self
+        self.write(r.pid, r.fd, &line);
+    }
+
+    fn write(&mut self, pid: i32, fd: i32, line: &str) {
+        if let Some(sock) = self.procs.get_mut(&pid).and_then(|p| p.socks.get_mut(&fd)) {
+            write_line(&mut sock.file, line);
+        }
+    }
+
+    fn sock_info(&self, pid: i32, fd: i32) -> Option<SockInfo> {
+        self.procs.get(&pid)?.socks.get(&fd).map(|s| s.info)
+    }
+
+    /// What `r` tells of its socket's addresses: the kernel's answers the hooks recorded.
+    fn learn_addresses(&mut self, r: &Record) {
+        let Some(s) = self
             .procs
             .get_mut(&r.pid)
             .and_then(|p| p.socks.get_mut(&r.fd))
-        {
-            write_line(&mut sock.file, &line);
+        else {
+            return;
+        };
+        let info = &mut s.info;
+        info.local = r.local.or(info.local);
+        let connecting = r.ret == 0 || r.errno == libc::EINPROGRESS;
+        match r.kind {
+            Kind::Connect if connecting && r.arg0 == i64::from(libc::AF_UNSPEC) => info.peer = None,
+            Kind::Connect if connecting => info.peer = r.addr.or(info.peer),
+            _ => {}
         }
     }
 
@@ -240,6 +305,10 @@ impl SockTraces {
             })
             .unwrap_or_default();
         self.procs.insert(child, Proc::default());
+        // Until it executes another program, the child is its parent's.
+        if let Some(n) = self.names.get(&parent).cloned() {
+            self.names.entry(child).or_insert(n);
+        }
         // In the order the parent got them.
         inherited.sort_unstable_by_key(|&(i, _, _)| i);
         for (_, fd, info) in inherited {
@@ -297,7 +366,10 @@ impl SockTraces {
         if self.broken {
             return None;
         }
-        let name = (self.name_of)(pid);
+        let name = match self.names.get(&pid) {
+            Some(n) => n.clone(),
+            None => (self.name_of)(pid),
+        };
         let base = Path::new(&name)
             .file_name()
             .map(|n| n.to_os_string())
@@ -473,6 +545,7 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
             ("optval", J::Int(r.arg0)),
         ],
         Kind::Close | Kind::CloseRange => Vec::new(),
+        Kind::SockOpt => sockopt_details(r),
         Kind::Send => {
             // What the call asked to send when the hook said, else what the kernel took.
             let bytes = if r.arg0 > 0 { r.arg0 } else { r.ret.max(0) };
@@ -517,6 +590,140 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
             }
             d
         }
+        _ => return None,
+    })
+}
+
+/// tcpsnitch's details of setsockopt and getsockopt: the level and option by name (the number
+/// as a string when this table has none), the option's length, and its value for the options
+/// tcpsnitch decodes, when it was read.
+fn sockopt_details(r: &Record) -> Vec<(&'static str, J)> {
+    let level = r.arg0 as i32;
+    let name = r.arg1 as u32 as i32;
+    let len = (r.arg1 >> 32) as u32;
+    let mut d = vec![
+        ("level", J::Str(level_name(level))),
+        ("optname", J::Str(option_name(level, name))),
+        ("optlen", J::Int(len.into())),
+    ];
+    if len > 0 {
+        if let Some(v) = option_value(level, name, r.data) {
+            d.push(("optval", v));
+        }
+    }
+    d
+}
+
+fn level_name(level: i32) -> String {
+    match level {
+        libc::SOL_SOCKET => "SOL_SOCKET",
+        libc::SOL_TCP => "SOL_TCP",
+        libc::SOL_UDP => "SOL_UDP",
+        libc::SOL_IP => "SOL_IP",
+        libc::SOL_IPV6 => "SOL_IPV6",
+        _ => return level.to_string(),
+    }
+    .to_string()
+}
+
+fn option_name(level: i32, name: i32) -> String {
+    use libc::*;
+    let known = match (level, name) {
+        (SOL_SOCKET, SO_DEBUG) => "SO_DEBUG",
+        (SOL_SOCKET, SO_REUSEADDR) => "SO_REUSEADDR",
+        (SOL_SOCKET, SO_TYPE) => "SO_TYPE",
+        (SOL_SOCKET, SO_ERROR) => "SO_ERROR",
+        (SOL_SOCKET, SO_DONTROUTE) => "SO_DONTROUTE",
+        (SOL_SOCKET, SO_BROADCAST) => "SO_BROADCAST",
+        (SOL_SOCKET, SO_SNDBUF) => "SO_SNDBUF",
+        (SOL_SOCKET, SO_RCVBUF) => "SO_RCVBUF",
+        (SOL_SOCKET, SO_KEEPALIVE) => "SO_KEEPALIVE",
+        (SOL_SOCKET, SO_OOBINLINE) => "SO_OOBINLINE",
+        (SOL_SOCKET, SO_PRIORITY) => "SO_PRIORITY",
+        (SOL_SOCKET, SO_LINGER) => "SO_LINGER",
+        (SOL_SOCKET, SO_REUSEPORT) => "SO_REUSEPORT",
+        (SOL_SOCKET, SO_PASSCRED) => "SO_PASSCRED",
+        (SOL_SOCKET, SO_PEERCRED) => "SO_PEERCRED",
+        (SOL_SOCKET, SO_RCVLOWAT) => "SO_RCVLOWAT",
+        (SOL_SOCKET, SO_SNDLOWAT) => "SO_SNDLOWAT",
+        (SOL_SOCKET, SO_RCVTIMEO) => "SO_RCVTIMEO",
+        (SOL_SOCKET, SO_SNDTIMEO) => "SO_SNDTIMEO",
+        (SOL_SOCKET, SO_BINDTODEVICE) => "SO_BINDTODEVICE",
+        (SOL_SOCKET, SO_TIMESTAMP) => "SO_TIMESTAMP",
+        (SOL_SOCKET, SO_ACCEPTCONN) => "SO_ACCEPTCONN",
+        (SOL_SOCKET, SO_MARK) => "SO_MARK",
+        (SOL_SOCKET, SO_PROTOCOL) => "SO_PROTOCOL",
+        (SOL_SOCKET, SO_DOMAIN) => "SO_DOMAIN",
+        (SOL_TCP, TCP_NODELAY) => "TCP_NODELAY",
+        (SOL_TCP, TCP_MAXSEG) => "TCP_MAXSEG",
+        (SOL_TCP, TCP_CORK) => "TCP_CORK",
+        (SOL_TCP, TCP_KEEPIDLE) => "TCP_KEEPIDLE",
+        (SOL_TCP, TCP_KEEPINTVL) => "TCP_KEEPINTVL",
+        (SOL_TCP, TCP_KEEPCNT) => "TCP_KEEPCNT",
+        (SOL_TCP, TCP_SYNCNT) => "TCP_SYNCNT",
+        (SOL_TCP, TCP_LINGER2) => "TCP_LINGER2",
+        (SOL_TCP, TCP_DEFER_ACCEPT) => "TCP_DEFER_ACCEPT",
+        (SOL_TCP, TCP_WINDOW_CLAMP) => "TCP_WINDOW_CLAMP",
+        (SOL_TCP, TCP_INFO) => "TCP_INFO",
+        (SOL_TCP, TCP_QUICKACK) => "TCP_QUICKACK",
+        (SOL_TCP, TCP_CONGESTION) => "TCP_CONGESTION",
+        (SOL_TCP, TCP_USER_TIMEOUT) => "TCP_USER_TIMEOUT",
+        (SOL_TCP, TCP_FASTOPEN) => "TCP_FASTOPEN",
+        (SOL_TCP, TCP_NOTSENT_LOWAT) => "TCP_NOTSENT_LOWAT",
+        (SOL_TCP, TCP_FASTOPEN_CONNECT) => "TCP_FASTOPEN_CONNECT",
+        (SOL_IP, IP_TOS) => "IP_TOS",
+        (SOL_IP, IP_TTL) => "IP_TTL",
+        (SOL_IP, IP_HDRINCL) => "IP_HDRINCL",
+        (SOL_IP, IP_OPTIONS) => "IP_OPTIONS",
+        (SOL_IP, IP_PKTINFO) => "IP_PKTINFO",
+        (SOL_IP, IP_MTU_DISCOVER) => "IP_MTU_DISCOVER",
+        (SOL_IP, IP_RECVERR) => "IP_RECVERR",
+        (SOL_IP, IP_RECVTOS) => "IP_RECVTOS",
+        (SOL_IP, IP_FREEBIND) => "IP_FREEBIND",
+        (SOL_IP, IP_TRANSPARENT) => "IP_TRANSPARENT",
+        (SOL_IP, IP_BIND_ADDRESS_NO_PORT) => "IP_BIND_ADDRESS_NO_PORT",
+        (SOL_IP, IP_MULTICAST_TTL) => "IP_MULTICAST_TTL",
+        (SOL_IP, IP_MULTICAST_LOOP) => "IP_MULTICAST_LOOP",
+        (SOL_IP, IP_ADD_MEMBERSHIP) => "IP_ADD_MEMBERSHIP",
+        (SOL_IPV6, IPV6_UNICAST_HOPS) => "IPV6_UNICAST_HOPS",
+        (SOL_IPV6, IPV6_MULTICAST_HOPS) => "IPV6_MULTICAST_HOPS",
+        (SOL_IPV6, IPV6_MTU_DISCOVER) => "IPV6_MTU_DISCOVER",
+        (SOL_IPV6, IPV6_RECVERR) => "IPV6_RECVERR",
+        (SOL_IPV6, IPV6_V6ONLY) => "IPV6_V6ONLY",
+        (SOL_IPV6, IPV6_RECVPKTINFO) => "IPV6_RECVPKTINFO",
+        (SOL_IPV6, IPV6_TCLASS) => "IPV6_TCLASS",
+        (SOL_UDP, UDP_CORK) => "UDP_CORK",
+        _ => return name.to_string(),
+    };
+    known.to_string()
+}
+
+/// The value of the options tcpsnitch decodes (`None` for the others, or too few bytes).
+fn option_value(level: i32, name: i32, v: &[u8]) -> Option<J> {
+    let int = |at: usize| -> Option<i64> {
+        let b = v.get(at..at + 4)?;
+        Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]).into())
+    };
+    let long = |at: usize| -> Option<i64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(v.get(at..at + 8)?);
+        Some(i64::from_ne_bytes(a))
+    };
+    use libc::*;
+    Some(match (level, name) {
+        (SOL_SOCKET, SO_RCVTIMEO | SO_SNDTIMEO) => J::Obj(vec![
+            ("tv_sec", J::Int(long(0)?)),
+            ("tv_usec", J::Int(long(8)?)),
+        ]),
+        (SOL_SOCKET, SO_LINGER) => J::Obj(vec![
+            ("l_onoff", J::Int(int(0)?)),
+            ("l_linger", J::Int(int(4)?)),
+        ]),
+        (SOL_SOCKET, SO_RCVBUF | SO_SNDBUF | SO_ERROR)
+        | (SOL_TCP, TCP_KEEPINTVL | TCP_KEEPIDLE) => J::Int(int(0)?),
+        (SOL_SOCKET, SO_KEEPALIVE | SO_DEBUG | SO_REUSEADDR)
+        | (SOL_TCP, TCP_NODELAY)
+        | (SOL_IPV6, IPV6_V6ONLY) => J::Bool(int(0)? != 0),
         _ => return None,
     })
 }
