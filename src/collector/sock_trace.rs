@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::quoted::{quoted, PATH_CHARS};
@@ -56,8 +57,18 @@ struct Sock {
     /// Its file's number in its process's folder.
     index: u32,
     info: SockInfo,
-    file: Option<BufWriter<File>>,
+    file: Option<TraceFile>,
 }
+
+/// A socket's file, opened only to append what is pending: a server with thousands of open
+/// connections must not cost the collector a descriptor each.
+struct TraceFile {
+    path: PathBuf,
+    pending: String,
+}
+
+/// Pending bytes past which a trace is written out at once.
+const PENDING_MAX: usize = 64 * 1024;
 
 /// What `socket()` said about a socket, for `sock_info`, and its addresses as the records told
 /// them (for getsockname and getpeername, whose caller's buffer is not read).
@@ -346,8 +357,12 @@ impl SockTraces {
         p.next_index += 1;
         let mut file = folder.and_then(|dir| {
             let path = dir.join(format!("{index}.json"));
+            // Created now (never over an existing file), written when flushed.
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(f) => Some(BufWriter::new(f)),
+                Ok(_) => Some(TraceFile {
+                    path,
+                    pending: String::new(),
+                }),
                 Err(e) => {
                     log(p, &format!("[ERROR] cannot create {}: {e}", path.display()));
                     None
@@ -747,17 +762,33 @@ fn addr_json(a: Option<SocketAddr>) -> J {
     ])
 }
 
-fn write_line(file: &mut Option<BufWriter<File>>, line: &str) {
+fn write_line(file: &mut Option<TraceFile>, line: &str) {
     if let Some(f) = file {
-        if f.write_all(line.as_bytes()).is_err() {
-            *file = None;
+        f.pending.push_str(line);
+        if f.pending.len() >= PENDING_MAX {
+            flush(file);
         }
     }
 }
 
-fn flush(file: &mut Option<BufWriter<File>>) {
-    if let Some(f) = file {
-        let _ = f.flush();
+/// Append what is pending; a file that cannot be written is given up (the run goes on).
+fn flush(file: &mut Option<TraceFile>) {
+    let Some(f) = file else { return };
+    if f.pending.is_empty() {
+        return;
+    }
+    let written = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&f.path)
+        .and_then(|mut out| out.write_all(f.pending.as_bytes()));
+    f.pending.clear();
+    if let Err(e) = written {
+        eprintln!(
+            "netintercept: cannot write event trace {}: {e}",
+            quoted(f.path.as_os_str().as_bytes(), PATH_CHARS)
+        );
+        *file = None;
     }
 }
 
