@@ -271,6 +271,34 @@ pub fn on_sockopt(fd: i32, level: i32, name: i32, len: u32, value: &[u8], ret: i
     recorder::emit(&r, head.len(), &head);
 }
 
+/// The buffers of a vectored call on `fd` (writev, readv, sendmsg, recvmsg), recorded for the
+/// event trace just before the call's own record: `count` buffers, of `sizes` (empty when the
+/// vector was not read); for a message, its control data's length (`None` for writev/readv),
+/// the first control message's level and type, and recvmsg's returned flags.
+pub fn on_iovec(
+    fd: i32,
+    count: usize,
+    sizes: &[libc::iovec],
+    control: Option<usize>,
+    first_cmsg: Option<(i32, i32)>,
+    msg_flags: i32,
+) {
+    const MAX: usize = 64;
+    let mut r = rec(Kind::IoVec, fd);
+    r.arg0 = count as i64;
+    r.arg1 = control.map_or(-1, |c| c as i64);
+    r.ret = msg_flags as i64;
+    if let Some((level, ty)) = first_cmsg {
+        r.ssl = 1 << 63 | u64::from(level as u32) | u64::from(ty as u32 & 0x7fff_ffff) << 32;
+    }
+    let mut bytes = [0u8; 8 * MAX];
+    let n = sizes.len().min(MAX);
+    for (i, v) in sizes[..n].iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&(v.iov_len as u64).to_ne_bytes());
+    }
+    recorder::emit(&r, n * 8, &&bytes[..n * 8]);
+}
+
 /// `getsockname` or `getpeername(fd)` returned `ret` (with `errno`).
 pub fn on_sockname(fd: i32, ret: i32, errno: i32) {
     let mut r = rec(Kind::SockName, fd);

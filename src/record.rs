@@ -77,6 +77,13 @@ pub enum Kind {
     /// `errno`). The address is not read from the caller (its buffer's size is unknown after
     /// the call): the collector knows it.
     SockName = 26,
+    /// Recorded only for event traces, just before the Send or Recv record of the same call on
+    /// this thread: the call's vector of `arg0` buffers, `data` their sizes (u64 each, native
+    /// endian, at most 64: empty when the call failed and the vector was not read); for
+    /// sendmsg/recvmsg `arg1` is the control data's length (-1 for writev/readv), `ret` the
+    /// message flags recvmsg returned, and `ssl`, when its bit 63 is set, the first control
+    /// message's level (bits 0-31) and type (32-62).
+    IoVec = 27,
     /// SSL object `ssl` talks through `fd`.
     TlsFd = 30,
     /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
@@ -127,6 +134,7 @@ impl Kind {
             24 => Passed,
             25 => SockOpt,
             26 => SockName,
+            27 => IoVec,
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,

@@ -111,6 +111,8 @@ const SEND_FLAGS: &str = "flags.MSG_CONFIRM,flags.MSG_DONTROUTE,flags.MSG_DONTWA
                           flags.MSG_MORE,flags.MSG_NOSIGNAL,flags.MSG_OOB";
 const RECV_FLAGS: &str = "flags.MSG_CMSG_CLOEXEC,flags.MSG_DONTWAIT,flags.MSG_ERRQUEUE,\
                           flags.MSG_OOB,flags.MSG_PEEK,flags.MSG_TRUNC,flags.MSG_WAITALL";
+const MSGHDR: &str = "msghdr.control_data,msghdr.control_data_len,msghdr.iovec.iovec_count,\
+                      msghdr.iovec.iovec_sizes";
 const SOCK_INFO: &str = "sock_info.SOCK_CLOEXEC,sock_info.SOCK_NONBLOCK,sock_info.domain,\
                          sock_info.protocol,sock_info.type";
 
@@ -131,6 +133,9 @@ fn check_schema(events: &[Event]) {
             "send" => format!("bytes,{SEND_FLAGS}"),
             "recv" => format!("bytes,{RECV_FLAGS}"),
             "write" | "read" => "bytes".to_string(),
+            "writev" | "readv" => "bytes,iovec.iovec_count,iovec.iovec_sizes".to_string(),
+            "sendmsg" => format!("bytes,{SEND_FLAGS},{MSGHDR}"),
+            "recvmsg" => format!("bytes,{RECV_FLAGS},{MSGHDR}"),
             "bind" => "addr.ip,addr.port,addr.sa_family".to_string(),
             "listen" => "backlog".to_string(),
             "accept" => format!("addr.ip,addr.port,addr.sa_family,{SOCK_INFO}"),
@@ -585,4 +590,60 @@ fn socket_options_and_names_are_traced_without_changing_them() {
     for (got, want) in lines.iter().zip(expected) {
         assert!(got.starts_with(want), "{got}\n  is not\n{want}");
     }
+}
+
+/// writev, readv, sendmsg and recvmsg: their buffer vectors as tcpsnitch writes them, and
+/// frames that carry exactly their bytes.
+#[test]
+fn vectored_calls_carry_their_buffers() {
+    let t = TempDir::new("events-vec");
+    let exe = support::build_c(t.path(), "vector_calls", "vector_calls", &[], &[]);
+    let port = support::free_port();
+    let _echo = servers::python(ECHO, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join("v.pcap"))
+        .arg("--events")
+        .arg(t.join("ev"))
+        .arg("--")
+        .arg(&exe)
+        .arg(port.to_string());
+    support::run_ok(&mut cmd, Duration::from_secs(30));
+    let events = read_events(&t.join("ev"));
+    check_schema(&events);
+    let frames = payloads(&t.join("v.pcap"));
+    let find = |ty: &str| events.iter().find(|e| e.ty == ty).expect(ty);
+    let writev = find("writev");
+    assert!(writev
+        .json
+        .contains(r#""iovec": {"iovec_count": 2, "iovec_sizes": [2, 3]}"#));
+    assert_eq!(carried(writev, &frames), b"abcde");
+    let readv = find("readv");
+    assert!(readv
+        .json
+        .contains(r#""iovec": {"iovec_count": 2, "iovec_sizes": [2, 10]}"#));
+    assert_eq!(readv.bytes, Some(12), "what readv asked for");
+    let sendmsg = find("sendmsg");
+    assert!(
+        sendmsg.json.contains(
+            r#""msghdr": {"control_data": [], "control_data_len": 0, "iovec": {"iovec_count": 3, "iovec_sizes": [1, 2, 3]}}"#
+        ),
+        "{sendmsg:?}"
+    );
+    assert_eq!(carried(sendmsg, &frames), b"xyz123");
+    let recvmsg = find("recvmsg");
+    assert!(
+        recvmsg
+            .json
+            .contains(r#""iovec": {"iovec_count": 1, "iovec_sizes": [100]}"#),
+        "{recvmsg:?}"
+    );
+    let echoed: Vec<u8> = events
+        .iter()
+        .filter(|e| matches!(e.ty.as_str(), "readv" | "recvmsg"))
+        .flat_map(|e| carried(e, &frames))
+        .collect();
+    assert_eq!(echoed, b"abcdexyz123");
 }

@@ -167,6 +167,11 @@ pub(crate) unsafe fn writev(
     let count = if ret >= 0 { n.max(0) as usize } else { 0 };
     // SAFETY: the kernel read `count` iovecs and `ret` bytes through them.
     let iov = unsafe { iovecs(iov, count) };
+    if events::events_on() {
+        note(call, || {
+            events::on_iovec(fd, n.max(0) as usize, iov, None, None, 0)
+        });
+    }
     let data = IoVecs {
         iov,
         total: ret_len(ret),
@@ -211,12 +216,39 @@ pub(crate) unsafe fn sendmsg(
         }
     }
     if events::is_tracked(fd) {
+        if events::events_on() {
+            // SAFETY: as above.
+            unsafe { message_buffers(call, fd, m, 0) };
+        }
         // SAFETY: as above.
         let (data, dest) = unsafe { message(m, ret_len(ret)) };
         note(call, || {
             events::on_send_result(fd, ret, errno, flags, &data, dest)
         });
     }
+}
+
+/// The buffers and control data of message `m` on `fd`, for the event trace.
+///
+/// # Safety
+/// The kernel just read `*m`, its iovec array and its control data (sendmsg), or filled them
+/// (recvmsg: `msg_controllen` is then what it wrote).
+unsafe fn message_buffers(call: u16, fd: c_int, m: &msghdr, msg_flags: c_int) {
+    // SAFETY: per the contract.
+    let iov = unsafe { iovecs(m.msg_iov, m.msg_iovlen) };
+    let first = if m.msg_control.is_null() || m.msg_controllen == 0 {
+        None
+    } else {
+        // SAFETY: CMSG_FIRSTHDR stays within msg_controllen bytes of msg_control, which the
+        // kernel read or wrote.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(m);
+            (!c.is_null()).then(|| ((*c).cmsg_level, (*c).cmsg_type))
+        }
+    };
+    note(call, || {
+        events::on_iovec(fd, iov.len(), iov, Some(m.msg_controllen), first, msg_flags)
+    });
 }
 
 /// sendmmsg(fd, msgs, …, flags) returned `ret` with `errno`.
@@ -267,6 +299,11 @@ pub(crate) unsafe fn readv(
     let count = if ret >= 0 { n.max(0) as usize } else { 0 };
     // SAFETY: the kernel read `count` iovecs and filled `ret` bytes through them.
     let iov = unsafe { iovecs(iov, count) };
+    if events::events_on() {
+        note(call, || {
+            events::on_iovec(fd, n.max(0) as usize, iov, None, None, 0)
+        });
+    }
     let data = IoVecs {
         iov,
         total: ret_len(ret),
@@ -301,6 +338,10 @@ pub(crate) unsafe fn recvmsg(
     // and `ret` bytes through its iovecs.
     let m = unsafe { &*msg };
     if events::is_tracked(fd) {
+        if events::events_on() && flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) == 0 {
+            // SAFETY: as above.
+            unsafe { message_buffers(call, fd, m, m.msg_flags) };
+        }
         // SAFETY: as above.
         unsafe { message_received(call, fd, m, ret, errno, flags) };
     }

@@ -39,6 +39,9 @@ pub struct SockTraces {
     name_of: fn(i32) -> OsString,
     /// Names the caller told (see [`SockTraces::name`]).
     names: HashMap<i32, OsString>,
+    /// The buffers of the vectored call each thread is making, by (pid, tid): its IoVec
+    /// record comes just before the call's own.
+    vectors: HashMap<(i32, i32), Vector>,
     next_folder: u32,
     procs: HashMap<i32, Proc>,
     /// The directory could not be written (said once; the capture goes on).
@@ -58,6 +61,70 @@ struct Sock {
     index: u32,
     info: SockInfo,
     file: Option<TraceFile>,
+}
+
+/// What an IoVec record said of a vectored call.
+struct Vector {
+    fd: i32,
+    count: i64,
+    sizes: Vec<i64>,
+    /// The control data's length; -1 for writev and readv.
+    control: i64,
+    first_cmsg: Option<(i32, i32)>,
+    msg_flags: i32,
+}
+
+impl Vector {
+    fn of(r: &Record) -> Vector {
+        let first_cmsg =
+            (r.ssl >> 63 == 1).then_some((r.ssl as u32 as i32, (r.ssl >> 32) as i32 & 0x7fff_ffff));
+        Vector {
+            fd: r.fd,
+            count: r.arg0,
+            sizes: r
+                .data
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(c);
+                    u64::from_ne_bytes(b) as i64
+                })
+                .collect(),
+            control: r.arg1,
+            first_cmsg,
+            msg_flags: r.ret as i32,
+        }
+    }
+
+    /// tcpsnitch's `iovec`.
+    fn iovec(&self) -> J {
+        J::Obj(vec![
+            ("iovec_count", J::Int(self.count)),
+            (
+                "iovec_sizes",
+                J::Arr(self.sizes.iter().map(|&n| J::Int(n)).collect()),
+            ),
+        ])
+    }
+
+    /// tcpsnitch's `msghdr`: the returned flags (only when there are some), the buffers, the
+    /// control data's length and its first message.
+    fn msghdr(&self) -> J {
+        let mut m = Vec::new();
+        if self.msg_flags != 0 {
+            m.push(("flags", recv_flags(self.msg_flags.into())));
+        }
+        m.push(("iovec", self.iovec()));
+        m.push(("control_data_len", J::Int(self.control.max(0))));
+        let first = self.first_cmsg.map(|(level, ty)| {
+            J::Obj(vec![
+                ("cmsg_level", J::Int(level.into())),
+                ("cmsg_type", J::Int(ty.into())),
+            ])
+        });
+        m.push(("control_data", J::Arr(first.into_iter().collect())));
+        J::Obj(m)
+    }
 }
 
 /// A socket's file, opened only to append what is pending: a server with thousands of open
@@ -90,6 +157,7 @@ impl SockTraces {
             clock_offset_ns,
             name_of,
             names: HashMap::new(),
+            vectors: HashMap::new(),
             next_folder: 0,
             procs: HashMap::new(),
             broken: false,
@@ -177,6 +245,9 @@ impl SockTraces {
                     self.forget(pid, fd as i32);
                 }
             }
+            Kind::IoVec => {
+                self.vectors.insert((pid, r.tid), Vector::of(r));
+            }
             Kind::Connect
             | Kind::Bind
             | Kind::Listen
@@ -231,7 +302,23 @@ impl SockTraces {
 
     /// The event of `r` on its descriptor's trace, when that is a socket of ours.
     fn event(&mut self, r: &Record, frames: &[u64]) {
-        let Some(details) = details(r) else { return };
+        let vector = match r.kind {
+            Kind::Send | Kind::Recv => self
+                .vectors
+                .remove(&(r.pid, r.tid))
+                .filter(|v| v.fd == r.fd),
+            _ => None,
+        };
+        let Some(mut details) = details(r) else {
+            return;
+        };
+        if let Some(v) = vector {
+            match event_type(r.call) {
+                "writev" | "readv" => details.push(("iovec", v.iovec())),
+                "sendmsg" | "recvmsg" => details.push(("msghdr", v.msghdr())),
+                _ => {}
+            }
+        }
         let line = self.line(r, event_type(r.call), false, details, frames);
         self.write(r.pid, r.fd, &line);
     }
@@ -441,6 +528,7 @@ impl SockTraces {
     }
 
     fn end_process(&mut self, pid: i32, why: &str) {
+        self.vectors.retain(|&(p, _), _| p != pid);
         let Some(mut p) = self.procs.remove(&pid) else {
             return;
         };
@@ -587,18 +675,7 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
         Kind::Recv => {
             let mut d = vec![("bytes", J::Int(r.arg0))];
             if matches!(ty, "recv" | "recvfrom" | "recvmsg" | "recvmmsg") {
-                d.push((
-                    "flags",
-                    J::Obj(vec![
-                        ("MSG_CMSG_CLOEXEC", flag(libc::MSG_CMSG_CLOEXEC)),
-                        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
-                        ("MSG_ERRQUEUE", flag(libc::MSG_ERRQUEUE)),
-                        ("MSG_OOB", flag(libc::MSG_OOB)),
-                        ("MSG_PEEK", flag(libc::MSG_PEEK)),
-                        ("MSG_TRUNC", flag(libc::MSG_TRUNC)),
-                        ("MSG_WAITALL", flag(libc::MSG_WAITALL)),
-                    ]),
-                ));
+                d.push(("flags", recv_flags(r.arg1)));
             }
             if ty == "recvfrom" {
                 d.extend(opt_addr(r.addr));
@@ -741,6 +818,20 @@ fn option_value(level: i32, name: i32, v: &[u8]) -> Option<J> {
         | (SOL_IPV6, IPV6_V6ONLY) => J::Bool(int(0)? != 0),
         _ => return None,
     })
+}
+
+/// tcpsnitch's recv flags: one boolean per MSG_* flag a receive takes.
+fn recv_flags(bits: i64) -> J {
+    let flag = |bit: i32| J::Bool(bits & i64::from(bit) != 0);
+    J::Obj(vec![
+        ("MSG_CMSG_CLOEXEC", flag(libc::MSG_CMSG_CLOEXEC)),
+        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
+        ("MSG_ERRQUEUE", flag(libc::MSG_ERRQUEUE)),
+        ("MSG_OOB", flag(libc::MSG_OOB)),
+        ("MSG_PEEK", flag(libc::MSG_PEEK)),
+        ("MSG_TRUNC", flag(libc::MSG_TRUNC)),
+        ("MSG_WAITALL", flag(libc::MSG_WAITALL)),
+    ])
 }
 
 /// `addr` as tcpsnitch writes it, absent when the call had none.
