@@ -91,11 +91,17 @@ pub fn on_connect(fd: i32, family: i32, remote: Option<SocketAddr>, ret: i32, er
     emit(&r);
 }
 
-/// `bind(fd)` succeeded.
-pub fn on_bind(fd: i32) {
+/// `bind(fd, requested)` returned `ret` (with `errno`): failures are recorded for the event
+/// traces only (see `after::bind`).
+pub fn on_bind(fd: i32, requested: Option<SocketAddr>, ret: i32, errno: i32) {
     let mut r = rec(Kind::Bind, fd);
-    r.local = sys::local_addr(fd);
-    recorder::first_local(fd);
+    r.addr = requested;
+    r.ret = ret as i64;
+    r.errno = errno;
+    if ret == 0 {
+        r.local = sys::local_addr(fd);
+        recorder::first_local(fd);
+    }
     emit(&r);
 }
 

@@ -32,7 +32,8 @@ pub enum Kind {
     /// `connect(fd, addr)` returned `ret` with `errno`; `local` when the kernel had one; `arg0`
     /// the caller's address family (AF_UNSPEC: the association is dissolved; -1: unreadable).
     Connect = 11,
-    /// `bind(fd, local)` succeeded.
+    /// `bind(fd, addr)` succeeded (`local` the address bound), or with `--events` failed
+    /// (`ret` -1, `errno`).
     Bind = 12,
     /// `listen(fd, arg0)` succeeded (`arg0` the backlog).
     Listen = 13,

@@ -567,29 +567,53 @@ fn socket_options_and_names_are_traced_without_changing_them() {
         events.iter().all(|e| e.folder == "sockopt_calls_000"),
         "{events:#?}"
     );
-    let lines: Vec<String> = events
+    let lines = |file: u32| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.file == file)
+            .map(|e| format!("{} {} {} {}", e.ty, e.ret, e.errno, e.json))
+            .collect()
+    };
+    let port = events
         .iter()
-        .map(|e| format!("{} {} {} {}", e.ty, e.ret, e.errno, e.json))
-        .collect();
+        .find(|e| e.ty == "getsockname" && e.success)
+        .and_then(|e| e.json.split("\"port\": \"").nth(1)?.split('"').next())
+        .expect("the bound port")
+        .to_string();
+    assert_ne!(port, "0");
     let expected = [
-        "socket 3  ",
-        r#"setsockopt 0  {"level": "SOL_TCP", "optlen": 4, "optname": "TCP_NODELAY", "optval": true}"#,
-        r#"setsockopt 0  {"level": "SOL_IPV6", "optlen": 4, "optname": "IPV6_V6ONLY", "optval": true}"#,
-        r#"setsockopt 0  {"level": "SOL_SOCKET", "optlen": 16, "optname": "SO_RCVTIMEO", "optval": {"tv_sec": 3, "tv_usec": 5}}"#,
-        r#"setsockopt -1 EINVAL {"level": "SOL_SOCKET", "optlen": 1, "optname": "SO_LINGER"}"#,
-        r#"setsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF"}"#,
-        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#,
-        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#,
-        r#"getsockopt 0  {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF", "optval": "#,
-        "getsockname -1 EFAULT {}",
-        "getsockname -1 EFAULT {}",
-        "getpeername -1 ENOTCONN {}",
-        "close 0  {}",
+        "socket 3  ".to_string(),
+        r#"setsockopt 0  {"level": "SOL_IPV6", "optlen": 4, "optname": "IPV6_V6ONLY", "optval": true}"#.to_string(),
+        r#"bind 0  {"addr": {"ip": "::1", "port": "0", "sa_family": "AF_INET6"}}"#.to_string(),
+        format!(r#"getsockname 0  {{"addr": {{"ip": "::1", "port": "{port}", "sa_family": "AF_INET6"}}}}"#),
+        r#"setsockopt 0  {"level": "SOL_TCP", "optlen": 4, "optname": "TCP_NODELAY", "optval": true}"#.to_string(),
+        r#"setsockopt 0  {"level": "SOL_SOCKET", "optlen": 16, "optname": "SO_RCVTIMEO", "optval": {"tv_sec": 3, "tv_usec": 5}}"#.to_string(),
+        r#"setsockopt -1 EINVAL {"level": "SOL_SOCKET", "optlen": 1, "optname": "SO_LINGER"}"#.to_string(),
+        r#"setsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF"}"#.to_string(),
+        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#.to_string(),
+        r#"getsockopt -1 EFAULT {"level": "SOL_SOCKET", "optlen": 0, "optname": "SO_RCVBUF"}"#.to_string(),
+        r#"getsockopt 0  {"level": "SOL_SOCKET", "optlen": 4, "optname": "SO_RCVBUF", "optval": "#.to_string(),
+        "getsockname -1 EFAULT {}".to_string(),
+        "getsockname -1 EFAULT {}".to_string(),
+        "getpeername -1 ENOTCONN {}".to_string(),
+        "close 0  {}".to_string(),
     ];
-    assert_eq!(lines.len(), expected.len(), "{lines:#?}");
-    for (got, want) in lines.iter().zip(expected) {
-        assert!(got.starts_with(want), "{got}\n  is not\n{want}");
+    let got = lines(0);
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(&expected) {
+        assert!(got.starts_with(want.as_str()), "{got}\n  is not\n{want}");
     }
+    // The refused bind: the address asked for, errno by name.
+    assert_eq!(
+        lines(1),
+        [
+            "socket 4  ".to_string() + &events.iter().find(|e| e.file == 1).expect("1.json").json,
+            format!(
+                r#"bind -1 EADDRINUSE {{"addr": {{"ip": "::1", "port": "{port}", "sa_family": "AF_INET6"}}}}"#
+            ),
+            "close 0  {}".to_string(),
+        ]
+    );
 }
 
 /// writev, readv, sendmsg and recvmsg: their buffer vectors as tcpsnitch writes them, and

@@ -46,6 +46,34 @@ pub(crate) unsafe fn connect(
     note(call, || events::on_connect(fd, family, remote, ret, errno));
 }
 
+/// bind(fd, addr, len) on a tracked socket returned `ret` with `errno`: a success always (the
+/// packets need the local address), a failure with `--events` only.
+///
+/// # Safety
+/// The arguments are the caller's, just passed to bind(2).
+pub(crate) unsafe fn bind(
+    call: u16,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    ret: c_int,
+    errno: c_int,
+) {
+    if ret != 0 && !events::events_on() {
+        return;
+    }
+    // These come from the protocol, after the kernel copied the address; EINVAL may mean a bad
+    // length, with nothing read.
+    let read = ret == 0 || matches!(errno, libc::EADDRINUSE | libc::EADDRNOTAVAIL | libc::EACCES);
+    let requested = if read {
+        // SAFETY: the kernel read `len` bytes at `addr` for this call without a fault.
+        unsafe { addr_in(addr, len) }
+    } else {
+        None
+    };
+    note(call, || events::on_bind(fd, requested, ret, errno));
+}
+
 /// getsockopt(fd, level, name, val, len) returned `ret` with `errno`: SO_ERROR settles a pending
 /// connect; with `--events`, every option is recorded for the event trace.
 ///

@@ -201,8 +201,10 @@ hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t)
 hook!(REAL_BIND, fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
-    if ret == 0 && events::is_tracked(fd) {
-        record(|| events::on_bind(fd));
+    if events::is_tracked(fd) {
+        let errno = sys::errno();
+        // SAFETY: the arguments just passed to bind.
+        unsafe { after::bind(CALL, fd, addr, len, ret, errno) };
     }
     ret
 });

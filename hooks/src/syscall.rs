@@ -262,7 +262,17 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
                 errno,
             )
         },
-        libc::SYS_bind if ret == 0 && events::is_tracked(fd) => record(|| events::on_bind(fd)),
+        // SAFETY: the arguments of the system call that just ran.
+        libc::SYS_bind if events::is_tracked(fd) => unsafe {
+            after::bind(
+                CALL,
+                fd,
+                a[1] as *const sockaddr,
+                a[2] as socklen_t,
+                new,
+                errno,
+            )
+        },
         libc::SYS_listen if ret == 0 && events::is_tracked(fd) => {
             record(|| events::on_listen(fd, a[1] as c_int))
         }

@@ -319,6 +319,7 @@ impl<K: Kernel> Machine<K> {
                 self.track(pid, r.ret as i32, r.arg0 as u64, proto, &mut emit);
             }
             Kind::Connect => self.on_connect(r, &origin, out),
+            Kind::Bind if r.ret < 0 => {}
             Kind::Bind => {
                 if let Some(c) = self.conn(pid, fd) {
                     c.bound = r.local.or(c.bound);

@@ -626,7 +626,8 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
     let flag = |bit: i32| J::Bool(r.arg1 & i64::from(bit) != 0);
     Some(match r.kind {
         Kind::Connect => opt_addr(r.addr),
-        Kind::Bind => opt_addr(r.local),
+        // The address asked for, as tcpsnitch writes it (port 0 stays 0).
+        Kind::Bind => opt_addr(r.addr),
         Kind::Listen => vec![("backlog", J::Int(r.arg0))],
         Kind::Shutdown => {
             let how = r.arg0 as i32;

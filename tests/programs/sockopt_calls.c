@@ -1,5 +1,5 @@
 /* sockopt_calls: the calls recorded for event traces alone (setsockopt, getsockopt,
- * getsockname, getpeername) on a fresh IPv6 TCP socket, good and bad: a length the kernel
+ * getsockname, getpeername, a failed bind) on an IPv6 TCP socket, good and bad: a length the kernel
  * refuses, pointers it cannot read or write. Prints each call's return value and errno, so a
  * traced run can be compared with an untraced one. */
 #include "common.h"
@@ -19,12 +19,23 @@ int main(void)
     if (s < 0)
         die("socket");
     int one = 1, v = 0;
+    /* Before the bind, which would make it EINVAL. */
+    SHOW("v6only", setsockopt(s, SOL_IPV6, IPV6_V6ONLY, &one, sizeof one));
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t alen = sizeof a;
+    SHOW("bind", bind(s, (struct sockaddr *)&a, sizeof a));
+    SHOW("name", getsockname(s, (struct sockaddr *)&a, &alen));
+    int s2 = socket(AF_INET6, SOCK_STREAM, 0);
+    if (s2 < 0)
+        die("socket");
+    /* The same port again: refused, with the address read. */
+    SHOW("bind-in-use", bind(s2, (struct sockaddr *)&a, sizeof a));
+    close(s2);
     socklen_t len = sizeof v;
     struct timeval tv = {.tv_sec = 3, .tv_usec = 5};
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof ss;
     SHOW("nodelay", setsockopt(s, SOL_TCP, TCP_NODELAY, &one, sizeof one));
-    SHOW("v6only", setsockopt(s, SOL_IPV6, IPV6_V6ONLY, &one, sizeof one));
     SHOW("rcvtimeo", setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
     SHOW("linger-short", setsockopt(s, SOL_SOCKET, SO_LINGER, &one, 1));
     SHOW("set-bad-pointer", setsockopt(s, SOL_SOCKET, SO_RCVBUF, (void *)8, sizeof v));
