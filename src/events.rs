@@ -147,12 +147,20 @@ pub fn on_close_range(first: u32, last: u32) {
 
 /// `dup`, `dup2`, `dup3` or `fcntl(F_DUPFD…)` made `new` a copy of `old`.
 pub fn on_dup(old: i32, new: i32) {
+    on_dup_with(old, new, 0, 0)
+}
+
+/// As [`on_dup`], with the call's own arguments for the event trace: dup3's flags (`a`), or
+/// fcntl's command (`a`) and argument (`b`).
+pub fn on_dup_with(old: i32, new: i32, a: i64, b: i64) {
     let k = recorder::kind_of(old);
     let replaced = recorder::kind_of(new);
     recorder::set_kind(new, k);
     if is_socket_kind(k) || is_socket_kind(replaced) {
         let mut r = rec(Kind::Dup, old);
         r.ret = new as i64;
+        r.arg0 = a;
+        r.arg1 = b;
         emit(&r);
     }
 }
@@ -303,6 +311,17 @@ pub fn on_iovec(
         bytes[i * 8..i * 8 + 8].copy_from_slice(&(v.iov_len as u64).to_ne_bytes());
     }
     recorder::emit(&r, n * 8, &&bytes[..n * 8]);
+}
+
+/// `fcntl(fd, cmd, arg)` or `ioctl(fd, cmd, arg)` returned `ret` (with `errno`), recorded for
+/// the event traces only. `arg` is the argument as a number, never followed as a pointer.
+pub fn on_fd_control(fd: i32, cmd: i64, arg: i64, ret: i32, errno: i32) {
+    let mut r = rec(Kind::FdControl, fd);
+    r.arg0 = cmd;
+    r.arg1 = arg;
+    r.ret = ret as i64;
+    r.errno = errno;
+    emit(&r);
 }
 
 /// `getsockname` or `getpeername(fd)` returned `ret` (with `errno`).

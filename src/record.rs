@@ -46,7 +46,8 @@ pub enum Kind {
     Close = 16,
     /// Descriptors `arg0..=arg1` are about to be closed (close_range, closefrom).
     CloseRange = 17,
-    /// `fd` was duplicated onto `ret` (dup family, fcntl F_DUPFD).
+    /// `fd` was duplicated onto `ret` (dup family, fcntl F_DUPFD); for the event trace, `arg0`
+    /// holds dup3's flags or fcntl's command, `arg1` fcntl's argument.
     Dup = 18,
     /// A call that creates descriptors returned `ret` (and `arg0` when it made two, as pipe
     /// does, else -1): whatever the numbers named before was closed where no hook saw it.
@@ -85,6 +86,9 @@ pub enum Kind {
     /// message flags recvmsg returned, and `ssl`, when its bit 63 is set, the first control
     /// message's level (bits 0-31) and type (32-62).
     IoVec = 27,
+    /// Recorded only for event traces: `fcntl` or `ioctl(fd, arg0, arg1)` returned `ret` (with
+    /// `errno`); `arg1` is the argument's value, never followed.
+    FdControl = 28,
     /// SSL object `ssl` talks through `fd`.
     TlsFd = 30,
     /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
@@ -136,6 +140,7 @@ impl Kind {
             25 => SockOpt,
             26 => SockName,
             27 => IoVec,
+            28 => FdControl,
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,
@@ -387,6 +392,7 @@ pub const CALLS: &[&str] = &[
     "BIO_gets",
     "BIO_puts",
     "setsockopt",
+    "ioctl",
 ];
 
 /// The number of call `name` (0 when it is not in [`CALLS`]); usable in constants.

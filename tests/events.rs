@@ -151,6 +151,13 @@ fn check_schema(events: &[Event]) {
                 "addr.ip,addr.port,addr.sa_family".to_string()
             }
             "getsockname" | "getpeername" => String::new(),
+            "ioctl" => "request".to_string(),
+            "fcntl" => {
+                assert!(e.details.split(',').any(|k| k == "cmd"), "{e:?}");
+                e.details.clone()
+            }
+            "dup3" if e.details.contains("sock_info") => format!("O_CLOEXEC,newfd,{SOCK_INFO}"),
+            "dup3" => "O_CLOEXEC,newfd".to_string(),
             other => panic!("unexpected event type {other}: {e:?}"),
         };
         assert_eq!(e.details, details, "{e:?}");
@@ -166,11 +173,16 @@ fn check_schema(events: &[Event]) {
     }
 }
 
-/// The calls that make packets (the others are recorded for the traces alone).
+/// The calls that move data or the connection (the others set options and ask questions).
 fn packet_calls<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<&'a Event> {
     events
         .into_iter()
-        .filter(|e| !matches!(e.ty.as_str(), "setsockopt" | "getsockname" | "getpeername"))
+        .filter(|e| {
+            !matches!(
+                e.ty.as_str(),
+                "setsockopt" | "getsockname" | "getpeername" | "fcntl" | "ioctl"
+            )
+        })
         .collect()
 }
 
@@ -596,6 +608,11 @@ fn socket_options_and_names_are_traced_without_changing_them() {
         "getsockname -1 EFAULT {}".to_string(),
         "getsockname -1 EFAULT {}".to_string(),
         "getpeername -1 ENOTCONN {}".to_string(),
+        r#"fcntl 2  {"O_APPEND": false, "O_ASYNC": false, "O_DIRECT": false, "O_NOATIME": false, "O_NONBLOCK": false, "cmd": "F_GETFL"}"#.to_string(),
+        r#"fcntl 0  {"O_APPEND": false, "O_ASYNC": false, "O_DIRECT": false, "O_NOATIME": false, "O_NONBLOCK": true, "cmd": "F_SETFL"}"#.to_string(),
+        r#"ioctl 0  {"request": "FIONREAD"}"#.to_string(),
+        r#"dup3 20  {"O_CLOEXEC": true, "newfd": 20}"#.to_string(),
+        r#"fcntl 30  {"arg": 30, "cmd": "F_DUPFD_CLOEXEC"}"#.to_string(),
         "close 0  {}".to_string(),
     ];
     let got = lines(0);
@@ -603,6 +620,24 @@ fn socket_options_and_names_are_traced_without_changing_them() {
     for (got, want) in got.iter().zip(&expected) {
         assert!(got.starts_with(want.as_str()), "{got}\n  is not\n{want}");
     }
+    // Each copy is a trace of its own, starting with the call that made it.
+    let copy = |file: u32| -> Vec<String> {
+        lines(file)
+            .iter()
+            .map(|l| l.split(", \"sock_info\"").next().unwrap_or(l).to_string())
+            .collect()
+    };
+    assert_eq!(
+        copy(2),
+        [r#"dup3 20  {"O_CLOEXEC": true, "newfd": 20"#, "close 0  {}"]
+    );
+    assert_eq!(
+        copy(3),
+        [
+            r#"fcntl 30  {"arg": 30, "cmd": "F_DUPFD_CLOEXEC""#,
+            "close 0  {}"
+        ]
+    );
     // The refused bind: the address asked for, errno by name.
     assert_eq!(
         lines(1),

@@ -622,7 +622,7 @@ hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| 
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(old, new, flags) };
     if ret >= 0 && (events::is_tracked(old) || events::is_tracked(new)) {
-        record(|| events::on_dup(old, new));
+        record(|| events::on_dup_with(old, new, flags.into(), 0));
     }
     ret
 });
@@ -630,20 +630,44 @@ hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| 
 // fcntl is variadic in C; its one optional argument is an int or a pointer, which the x86-64 and
 // AArch64 calling conventions pass in the same register as a fixed third argument, so a
 // non-variadic definition receives it and passes it on unchanged.
+/// What fcntl (call number `call`) records once it returned `ret`: a dup always (packets follow
+/// the copy), any other command for the event traces only (`--events`).
+fn after_fcntl(call: u16, fd: c_int, cmd: c_int, arg: libc::c_ulong, ret: c_int) {
+    let dup = cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC;
+    if ret >= 0 && dup && events::is_tracked(fd) {
+        after::note(call, || {
+            events::on_dup_with(fd, ret, cmd.into(), arg as i64)
+        });
+    } else if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        after::note(call, || {
+            events::on_fd_control(fd, cmd.into(), arg as i64, ret, errno)
+        });
+    }
+}
+
 hook!(REAL_FCNTL, fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, cmd, arg) };
-    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && events::is_tracked(fd) {
-        record(|| events::on_dup(fd, ret));
-    }
+    after_fcntl(CALL, fd, cmd, arg, ret);
     ret
 });
 
 hook!(REAL_FCNTL64, fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, cmd, arg) };
-    if ret >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && events::is_tracked(fd) {
-        record(|| events::on_dup(fd, ret));
+    after_fcntl(CALL, fd, cmd, arg, ret);
+    ret
+});
+
+// ioctl makes no packet: recorded for the event traces only, at the cost of one relaxed load
+// without `--events`. The argument is forwarded as the caller passed it and never followed.
+hook!(REAL_IOCTL, fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, request, arg) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        record(|| events::on_fd_control(fd, request as i64, arg as i64, ret, errno));
     }
     ret
 });

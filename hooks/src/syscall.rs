@@ -393,14 +393,15 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
         libc::SYS_dup2 | libc::SYS_dup3
             if ret >= 0 && (events::is_tracked(fd) || events::is_tracked(a[1] as c_int)) =>
         {
-            record(|| events::on_dup(fd, a[1] as c_int))
+            let flags = if n == libc::SYS_dup3 { a[2] } else { 0 };
+            record(|| events::on_dup_with(fd, a[1] as c_int, flags, 0))
         }
         libc::SYS_fcntl
             if ret >= 0
                 && (a[1] as c_int == libc::F_DUPFD || a[1] as c_int == libc::F_DUPFD_CLOEXEC)
                 && events::is_tracked(fd) =>
         {
-            record(|| events::on_dup(fd, new))
+            record(|| events::on_dup_with(fd, new, a[1], a[2]))
         }
         libc::SYS_pipe | libc::SYS_pipe2 if ret == 0 && a[0] != 0 => {
             // SAFETY: the call succeeded, so it wrote two descriptors at `a[0]`.

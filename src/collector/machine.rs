@@ -194,7 +194,10 @@ impl<K: Kernel> Machine<K> {
     /// Apply one record, writing the packets it implies to `out`.
     pub fn apply(&mut self, r: &Record, out: &mut dyn PacketSink) {
         // Calls recorded for the event traces alone make no packet and decide nothing.
-        if matches!(r.kind, Kind::SockOpt | Kind::SockName | Kind::IoVec) {
+        if matches!(
+            r.kind,
+            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl
+        ) {
             return;
         }
         // A recv held back (see `mem_bio`) is applied before the record that decides it.
@@ -446,7 +449,7 @@ impl<K: Kernel> Machine<K> {
             Kind::TlsKeylog => {
                 self.key_loggers.insert(pid);
             }
-            Kind::SockOpt | Kind::SockName | Kind::IoVec => {}
+            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl => {}
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;

@@ -255,7 +255,8 @@ impl SockTraces {
             | Kind::SoError
             | Kind::Send
             | Kind::Recv
-            | Kind::SockOpt => {
+            | Kind::SockOpt
+            | Kind::FdControl => {
                 self.learn_addresses(r);
                 self.event(r, frames)
             }
@@ -369,8 +370,16 @@ impl SockTraces {
         };
         let mut details = Vec::new();
         match ty {
-            "dup2" | "dup3" => details.push(("newfd", J::Int(new.into()))),
-            "fcntl" => details.push(("cmd", J::Str("F_DUPFD".into()))),
+            "dup2" => details.push(("newfd", J::Int(new.into()))),
+            "dup3" => {
+                details.push(("newfd", J::Int(new.into())));
+                // As tcpsnitch: the flags were exactly O_CLOEXEC.
+                details.push(("O_CLOEXEC", J::Bool(r.arg0 == i64::from(libc::O_CLOEXEC))));
+            }
+            "fcntl" => {
+                details.push(("cmd", J::Str(fcntl_cmd_name(r.arg0 as i32))));
+                details.push(("arg", J::Int(r.arg1)));
+            }
             _ => {}
         }
         let line = self.line(r, ty, false, details.clone(), frames);
@@ -650,6 +659,10 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
         ],
         Kind::Close | Kind::CloseRange => Vec::new(),
         Kind::SockOpt => sockopt_details(r),
+        Kind::FdControl if ty == "ioctl" => {
+            vec![("request", J::Str(ioctl_request_name(r.arg0 as u64)))]
+        }
+        Kind::FdControl => fcntl_details(r),
         Kind::Send => {
             // What the call asked to send when the hook said, else what the kernel took.
             let bytes = if r.arg0 > 0 { r.arg0 } else { r.ret.max(0) };
@@ -819,6 +832,91 @@ fn option_value(level: i32, name: i32, v: &[u8]) -> Option<J> {
         | (SOL_IPV6, IPV6_V6ONLY) => J::Bool(int(0)? != 0),
         _ => return None,
     })
+}
+
+/// tcpsnitch's details of an fcntl that is not a dup: the command by name, then what it set or
+/// got: the descriptor's flags (`O_CLOEXEC`), the file status flags, or an integer argument.
+fn fcntl_details(r: &Record) -> Vec<(&'static str, J)> {
+    let cmd = r.arg0 as i32;
+    let mut d = vec![("cmd", J::Str(fcntl_cmd_name(cmd)))];
+    // What the flags commands got is their return value (when they succeeded).
+    let got = r.ret.max(0);
+    let fd_flags = |v: i64| ("O_CLOEXEC", J::Bool(v & i64::from(libc::FD_CLOEXEC) != 0));
+    let fl_flags = |v: i64| {
+        let bit = |b: i32| J::Bool(v & i64::from(b) != 0);
+        [
+            ("O_APPEND", bit(libc::O_APPEND)),
+            ("O_ASYNC", bit(libc::O_ASYNC)),
+            ("O_DIRECT", bit(libc::O_DIRECT)),
+            ("O_NOATIME", bit(libc::O_NOATIME)),
+            ("O_NONBLOCK", bit(libc::O_NONBLOCK)),
+        ]
+    };
+    match cmd {
+        libc::F_GETFD => d.push(fd_flags(got)),
+        libc::F_SETFD => d.push(fd_flags(r.arg1)),
+        libc::F_GETFL => d.extend(fl_flags(got)),
+        libc::F_SETFL => d.extend(fl_flags(r.arg1)),
+        libc::F_DUPFD
+        | libc::F_DUPFD_CLOEXEC
+        | libc::F_SETOWN
+        | F_SETSIG
+        | libc::F_SETLEASE
+        | libc::F_NOTIFY
+        | libc::F_SETPIPE_SZ => d.push(("arg", J::Int(r.arg1))),
+        _ => {}
+    }
+    d
+}
+
+/// Linux's F_SETSIG and F_GETSIG (<bits/fcntl-linux.h>), which the libc crate does not name.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+
+fn fcntl_cmd_name(cmd: i32) -> String {
+    let name = match cmd {
+        libc::F_DUPFD => "F_DUPFD",
+        libc::F_GETFD => "F_GETFD",
+        libc::F_SETFD => "F_SETFD",
+        libc::F_GETFL => "F_GETFL",
+        libc::F_SETFL => "F_SETFL",
+        libc::F_GETLK => "F_GETLK",
+        libc::F_SETLK => "F_SETLK",
+        libc::F_SETLKW => "F_SETLKW",
+        libc::F_SETOWN => "F_SETOWN",
+        libc::F_GETOWN => "F_GETOWN",
+        F_SETSIG => "F_SETSIG",
+        F_GETSIG => "F_GETSIG",
+        libc::F_SETLEASE => "F_SETLEASE",
+        libc::F_GETLEASE => "F_GETLEASE",
+        libc::F_NOTIFY => "F_NOTIFY",
+        libc::F_DUPFD_CLOEXEC => "F_DUPFD_CLOEXEC",
+        libc::F_SETPIPE_SZ => "F_SETPIPE_SZ",
+        libc::F_GETPIPE_SZ => "F_GETPIPE_SZ",
+        _ => return cmd.to_string(),
+    };
+    name.to_string()
+}
+
+/// Linux's socket ioctls SIOCATMARK and SIOCGSTAMP (<asm/sockios.h>), which the libc crate
+/// does not name.
+const SIOCATMARK: libc::Ioctl = 0x8905;
+const SIOCGSTAMP: libc::Ioctl = 0x8906;
+
+fn ioctl_request_name(request: u64) -> String {
+    let name = match request as libc::Ioctl {
+        libc::FIONREAD => "FIONREAD",
+        libc::FIONBIO => "FIONBIO",
+        libc::FIOCLEX => "FIOCLEX",
+        libc::FIONCLEX => "FIONCLEX",
+        libc::FIOASYNC => "FIOASYNC",
+        // SIOCOUTQ is TIOCOUTQ's number.
+        libc::TIOCOUTQ => "SIOCOUTQ",
+        SIOCATMARK => "SIOCATMARK",
+        SIOCGSTAMP => "SIOCGSTAMP",
+        _ => return request.to_string(),
+    };
+    name.to_string()
 }
 
 /// tcpsnitch's recv flags: one boolean per MSG_* flag a receive takes.

@@ -1,9 +1,10 @@
 /* sockopt_calls: the calls recorded for event traces alone (setsockopt, getsockopt,
- * getsockname, getpeername, a failed bind) on an IPv6 TCP socket, good and bad: a length the kernel
+ * getsockname, getpeername, a failed bind, fcntl, ioctl) and dup3 on an IPv6 TCP socket, good and bad: a length the kernel
  * refuses, pointers it cannot read or write. Prints each call's return value and errno, so a
  * traced run can be compared with an untraced one. */
 #include "common.h"
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 
 #define SHOW(what, call)                                                                       \
@@ -47,6 +48,14 @@ int main(void)
     SHOW("name-bad-pointer", getsockname(s, (struct sockaddr *)8, &sslen));
     SHOW("name-bad-len", getsockname(s, (struct sockaddr *)&ss, (socklen_t *)8));
     SHOW("peer-unconnected", getpeername(s, (struct sockaddr *)&ss, &sslen));
+    SHOW("getfl", fcntl(s, F_GETFL));
+    SHOW("setfl", fcntl(s, F_SETFL, O_NONBLOCK));
+    int avail = 0;
+    SHOW("fionread", ioctl(s, FIONREAD, &avail));
+    SHOW("dup3", dup3(s, 20, O_CLOEXEC));
+    close(20);
+    SHOW("dupfd", fcntl(s, F_DUPFD_CLOEXEC, 30));
+    close(30);
     close(s);
     return 0;
 }
