@@ -137,6 +137,14 @@ pub fn on_close(fd: i32) {
     emit(&rec(Kind::Close, fd));
 }
 
+/// `close(fd)` returned `ret` (with `errno`): for the event trace only, after [`on_close`].
+pub fn on_closed(fd: i32, ret: i32, errno: i32) {
+    let mut r = rec(Kind::Closed, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
+    emit(&r);
+}
+
 /// `close_range(first, last)` or `closefrom(first)` is about to close every descriptor in range.
 pub fn on_close_range(first: u32, last: u32) {
     let mut r = rec(Kind::CloseRange, -1);

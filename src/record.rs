@@ -89,6 +89,9 @@ pub enum Kind {
     /// Recorded only for event traces: `fcntl` or `ioctl(fd, arg0, arg1)` returned `ret` (with
     /// `errno`); `arg1` is the argument's value, never followed.
     FdControl = 28,
+    /// Recorded only for event traces: the `close(fd)` announced by a Close record returned
+    /// `ret` (with `errno`).
+    Closed = 29,
     /// SSL object `ssl` talks through `fd`.
     TlsFd = 30,
     /// Plaintext through SSL object `ssl`: written by the program (`arg0` 0) or read (`arg0` 1).
@@ -141,6 +144,7 @@ impl Kind {
             26 => SockName,
             27 => IoVec,
             28 => FdControl,
+            29 => Closed,
             30 => TlsFd,
             31 => TlsData,
             32 => TlsEof,

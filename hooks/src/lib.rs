@@ -246,12 +246,19 @@ hook!(REAL_SHUTDOWN, fn shutdown(fd: c_int, how: c_int) -> c_int, |real| {
 });
 
 hook!(REAL_CLOSE, fn close(fd: c_int) -> c_int, |real| {
-    if events::is_tracked(fd) {
+    let tracked = events::is_tracked(fd);
+    if tracked {
         // Recorded first: once closed, the number may be reused by another thread.
         record(|| events::on_close(fd));
     }
     // SAFETY: forwarding the caller's argument unchanged.
-    unsafe { real(fd) }
+    let ret = unsafe { real(fd) };
+    if tracked && events::events_on() {
+        // Its result, for the event trace.
+        let errno = sys::errno();
+        record(|| events::on_closed(fd, ret, errno));
+    }
+    ret
 });
 
 hook!(REAL_GETSOCKOPT, fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int, |real| {

@@ -196,11 +196,19 @@ unsafe extern "C" fn dispatch(
     let fd = a1 as c_int;
     match n {
         libc::SYS_close => {
-            if events::is_tracked(fd) {
+            let tracked = events::is_tracked(fd);
+            if tracked {
                 // Recorded first: once closed, the number may be reused by another thread.
                 record(|| events::on_close(fd));
             }
-            call()
+            let ret = call();
+            if tracked && events::events_on() {
+                // Its result, for the event trace.
+                let errno = sys::errno();
+                record(|| events::on_closed(fd, ret as c_int, errno));
+                sys::set_errno(errno);
+            }
+            ret
         }
         libc::SYS_close_range => {
             if a3 as c_int & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {

@@ -196,7 +196,7 @@ impl<K: Kernel> Machine<K> {
         // Calls recorded for the event traces alone make no packet and decide nothing.
         if matches!(
             r.kind,
-            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl
+            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl | Kind::Closed
         ) {
             return;
         }
@@ -449,7 +449,7 @@ impl<K: Kernel> Machine<K> {
             Kind::TlsKeylog => {
                 self.key_loggers.insert(pid);
             }
-            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl => {}
+            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl | Kind::Closed => {}
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;

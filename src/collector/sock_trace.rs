@@ -42,6 +42,9 @@ pub struct SockTraces {
     /// The buffers of the vectored call each thread is making, by (pid, tid): its IoVec
     /// record comes just before the call's own.
     vectors: HashMap<(i32, i32), Vector>,
+    /// Closes waiting for their result (a Closed record from the same thread), by (pid, tid):
+    /// the socket's trace, the Close record and the frames it produced.
+    closing: HashMap<(i32, i32), (Sock, Record<'static>, Vec<u64>)>,
     next_folder: u32,
     procs: HashMap<i32, Proc>,
     /// The directory could not be written (said once; the capture goes on).
@@ -158,6 +161,7 @@ impl SockTraces {
             name_of,
             names: HashMap::new(),
             vectors: HashMap::new(),
+            closing: HashMap::new(),
             next_folder: 0,
             procs: HashMap::new(),
             broken: false,
@@ -215,9 +219,24 @@ impl SockTraces {
                 self.open(pid, r.ret as i32, info, r, ty, false, details, frames);
             }
             Kind::Dup => self.dup(r, frames),
+            // The number is free at once (another socket may take it); the event waits for
+            // the call's result.
             Kind::Close => {
-                self.event(r, frames);
-                self.forget(pid, r.fd);
+                let sock = self.procs.get_mut(&pid).and_then(|p| p.socks.remove(&r.fd));
+                if let Some(sock) = sock {
+                    let held = (sock, Record { data: &[], ..*r }, frames.to_vec());
+                    if let Some(earlier) = self.closing.insert((pid, r.tid), held) {
+                        self.closed(earlier, None);
+                    }
+                }
+            }
+            Kind::Closed => {
+                let key = (pid, r.tid);
+                if self.closing.get(&key).is_some_and(|(_, c, _)| c.fd == r.fd) {
+                    if let Some(held) = self.closing.remove(&key) {
+                        self.closed(held, Some(r));
+                    }
+                }
             }
             Kind::CloseRange => {
                 let mut fds: Vec<i32> = self
@@ -299,6 +318,19 @@ impl SockTraces {
         for pid in pids {
             self.end_process(pid, "the run ended");
         }
+    }
+
+    /// Write a close's event, with its result when `result` (the Closed record) came, and end
+    /// its trace.
+    fn closed(&self, held: (Sock, Record<'static>, Vec<u64>), result: Option<&Record>) {
+        let (mut sock, mut close, frames) = held;
+        if let Some(res) = result {
+            close.ret = res.ret;
+            close.errno = res.errno;
+        }
+        let line = self.line(&close, event_type(close.call), false, Vec::new(), &frames);
+        write_line(&mut sock.file, &line);
+        flush(&mut sock.file);
     }
 
     /// The event of `r` on its descriptor's trace, when that is a socket of ours.
@@ -538,6 +570,19 @@ impl SockTraces {
 
     fn end_process(&mut self, pid: i32, why: &str) {
         self.vectors.retain(|&(p, _), _| p != pid);
+        // A close whose result never came (its thread was killed): written as announced.
+        let mut pending: Vec<(i32, i32)> = self
+            .closing
+            .keys()
+            .filter(|k| k.0 == pid)
+            .copied()
+            .collect();
+        pending.sort_unstable();
+        for key in pending {
+            if let Some(held) = self.closing.remove(&key) {
+                self.closed(held, None);
+            }
+        }
         let Some(mut p) = self.procs.remove(&pid) else {
             return;
         };
@@ -1137,6 +1182,10 @@ mod tests {
         t.apply(&socket(3), &[]);
         t.apply(&rec(Kind::Dup, "dup2", 3, 7), &[]);
         t.apply(&rec(Kind::Close, "close", 7, 0), &[4]);
+        // The close's own result comes after it.
+        let mut closed = rec(Kind::Closed, "close", 7, -1);
+        closed.errno = libc::EIO;
+        t.apply(&closed, &[]);
         let mut send = rec(Kind::Send, "write", 3, 5);
         send.arg0 = 9;
         t.apply(&send, &[5, 6]);
@@ -1162,7 +1211,10 @@ mod tests {
         let one = lines(&folder, "1.json");
         assert_eq!(one.len(), 2, "{one:?}");
         assert!(one[0].contains("{\"newfd\": 7, \"sock_info\": {\"domain\": \"AF_INET6\""));
-        assert!(one[1].starts_with("{\"type\": \"close\","));
+        assert!(one[1].starts_with(
+            "{\"type\": \"close\", \"timestamp_usec\": 2005, \"return_value\": -1, \
+             \"success\": false, \"errno\": \"EIO\","
+        ));
         assert!(one[1].ends_with("\"details\": {}, \"frames\": [4]}"));
         let log = std::fs::read_to_string(folder.join("logs.txt")).expect("logs.txt");
         assert!(
