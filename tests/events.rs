@@ -128,7 +128,7 @@ fn check_schema(events: &[Event]) {
         assert_eq!(e.keys, keys, "{e:?}");
         assert!(e.types.starts_with("int,int,"), "{e:?}");
         let details = match e.ty.as_str() {
-            "socket" | "forked_socket" => SOCK_INFO.to_string(),
+            "socket" | "forked_socket" | "ghost_socket" => SOCK_INFO.to_string(),
             "connect" => "addr.ip,addr.port,addr.sa_family".to_string(),
             "send" => format!("bytes,{SEND_FLAGS}"),
             "recv" => format!("bytes,{RECV_FLAGS}"),
@@ -168,7 +168,11 @@ fn check_schema(events: &[Event]) {
         {
             assert!(e.types.ends_with(",str"), "port is a string: {e:?}");
         }
-        assert_eq!(e.fake, e.ty == "forked_socket", "{e:?}");
+        assert_eq!(
+            e.fake,
+            matches!(e.ty.as_str(), "forked_socket" | "ghost_socket"),
+            "{e:?}"
+        );
         assert_eq!(e.success, e.errno.is_empty(), "{e:?}");
     }
 }
@@ -705,4 +709,60 @@ fn vectored_calls_carry_their_buffers() {
         .flat_map(|e| carried(e, &frames))
         .collect();
     assert_eq!(echoed, b"abcdexyz123");
+}
+
+/// A program that executes another with a connected socket open: the new image's folder comes
+/// next, and its trace of the socket it inherited starts with a fake `ghost_socket`.
+const EXEC: &str = r#"
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"before")
+assert s.recv(100) == b"before"
+os.set_inheritable(s.fileno(), True)
+child = "import socket, sys; s = socket.socket(fileno=int(sys.argv[1])); s.sendall(b'after'); assert s.recv(100) == b'after'"
+os.execv(sys.executable, [sys.executable, "-c", child, str(s.fileno())])
+"#;
+
+#[test]
+fn an_inherited_socket_starts_with_ghost_socket() {
+    let t = TempDir::new("events-ghost");
+    let port = support::free_port();
+    let _echo = servers::python(ECHO, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let python = support::python_exe();
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join("g.pcap"))
+        .arg("--events")
+        .arg(t.join("ev"))
+        .args(["--", &python, "-c", EXEC, &port.to_string()]);
+    support::run_ok(&mut cmd, Duration::from_secs(30));
+    let events = read_events(&t.join("ev"));
+    check_schema(&events);
+    no_error_logged(&t.join("ev"));
+    let mut folders: Vec<&str> = events.iter().map(|e| e.folder.as_str()).collect();
+    folders.dedup();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    assert!(folders[0].ends_with("_000") && folders[1].ends_with("_001"));
+    let after = packet_calls(events.iter().filter(|e| e.folder == folders[1]));
+    let types: Vec<&str> = after.iter().map(|e| e.ty.as_str()).collect();
+    assert_eq!(types[0], "ghost_socket", "{types:?}");
+    assert!(
+        after[0].json.contains(r#""domain": "AF_INET""#),
+        "{:?}",
+        after[0]
+    );
+    assert!(
+        after[0].json.contains(r#""protocol": "tcp""#),
+        "{:?}",
+        after[0]
+    );
+    let frames = payloads(&t.join("g.pcap"));
+    let sent: Vec<u8> = after
+        .iter()
+        .filter(|e| e.ty == "send")
+        .flat_map(|e| carried(e, &frames))
+        .collect();
+    assert_eq!(sent, b"after");
 }

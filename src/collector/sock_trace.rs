@@ -219,6 +219,42 @@ impl SockTraces {
                 self.open(pid, r.ret as i32, info, r, ty, false, details, frames);
             }
             Kind::Dup => self.dup(r, frames),
+            // A socket the process had when it was loaded (inherited over exec or from an
+            // untraced parent): tcpsnitch's ghost socket, a fake first event with `sock_info`
+            // as the kernel tells it.
+            Kind::Discovered => {
+                let ty = r.arg0 as i32;
+                let info = SockInfo {
+                    domain: match r.local {
+                        Some(SocketAddr::V6(_)) => libc::AF_INET6,
+                        _ => libc::AF_INET,
+                    },
+                    ty,
+                    // What SO_PROTOCOL says of an internet stream or datagram socket.
+                    protocol: if ty == libc::SOCK_STREAM {
+                        libc::IPPROTO_TCP
+                    } else {
+                        libc::IPPROTO_UDP
+                    },
+                    local: r.local,
+                    peer: r.addr,
+                };
+                let fake = Record {
+                    ret: r.fd.into(),
+                    ..*r
+                };
+                let details = vec![("sock_info", info.json())];
+                self.open(
+                    pid,
+                    r.fd,
+                    info,
+                    &fake,
+                    "ghost_socket",
+                    true,
+                    details,
+                    frames,
+                );
+            }
             // The number is free at once (another socket may take it); the event waits for
             // the call's result.
             Kind::Close => {
