@@ -201,7 +201,8 @@ hook!(REAL_CONNECT, fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t)
 hook!(REAL_BIND, fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, addr, len) };
-    if events::is_tracked(fd) {
+    // A failure is recorded for the event traces only.
+    if (ret == 0 || events::events_on()) && events::is_tracked(fd) {
         let errno = sys::errno();
         // SAFETY: the arguments just passed to bind.
         unsafe { after::bind(CALL, fd, addr, len, ret, errno) };
@@ -634,9 +635,6 @@ hook!(REAL_DUP3, fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, |real| 
     ret
 });
 
-// fcntl is variadic in C; its one optional argument is an int or a pointer, which the x86-64 and
-// AArch64 calling conventions pass in the same register as a fixed third argument, so a
-// non-variadic definition receives it and passes it on unchanged.
 /// What fcntl (call number `call`) records once it returned `ret`: a dup always (packets follow
 /// the copy), any other command for the event traces only (`--events`).
 fn after_fcntl(call: u16, fd: c_int, cmd: c_int, arg: libc::c_ulong, ret: c_int) {
@@ -653,6 +651,9 @@ fn after_fcntl(call: u16, fd: c_int, cmd: c_int, arg: libc::c_ulong, ret: c_int)
     }
 }
 
+// fcntl is variadic in C; its one optional argument is an int or a pointer, which the x86-64 and
+// AArch64 calling conventions pass in the same register as a fixed third argument, so a
+// non-variadic definition receives it and passes it on unchanged.
 hook!(REAL_FCNTL, fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int, |real| {
     // SAFETY: forwarding the caller's arguments unchanged.
     let ret = unsafe { real(fd, cmd, arg) };

@@ -271,7 +271,7 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
             )
         },
         // SAFETY: the arguments of the system call that just ran.
-        libc::SYS_bind if events::is_tracked(fd) => unsafe {
+        libc::SYS_bind if (ret == 0 || events::events_on()) && events::is_tracked(fd) => unsafe {
             after::bind(
                 CALL,
                 fd,
