@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod filter;
 pub mod guard;
+pub mod layout;
 pub mod output_path;
 pub mod process;
 pub mod quoted;
