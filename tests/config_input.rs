@@ -124,7 +124,9 @@ fn file_names_that_are_not_utf8_are_written_exactly() {
         assert_eq!(out.stdout, b"sent\n");
         assert_eq!(
             lines(&out),
-            [format!("netintercept: capture written to {shown}")]
+            [format!(
+                "netintercept: capture written to {shown}: 1 packet, 1 UDP flow"
+            )]
         );
         let path = dir.path().join(OsStr::from_bytes(name));
         assert_eq!(support::check_clean(&path).udp.len(), 1);
@@ -188,7 +190,10 @@ fn a_flush_interval_is_said_to_be_ignored() {
         assert!(out.status.success() && out.stdout == b"sent\n", "{out:?}");
         assert_eq!(
             lines(&out),
-            [line, "netintercept: capture written to 'cli.pcap'".into()]
+            [
+                line,
+                "netintercept: capture written to 'cli.pcap': 1 packet, 1 UDP flow".into()
+            ]
         );
         assert_eq!(support::check_clean(&dir.join("cli.pcap")).udp.len(), 1);
     }

@@ -4,6 +4,7 @@
 mod support;
 
 pub mod capture_basics;
+mod cli;
 mod config_input;
 pub mod descriptors;
 pub mod exactness;

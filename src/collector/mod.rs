@@ -9,6 +9,7 @@
 //! or stopped in a signal handler) holds the merge back for at most [`STUCK`]; a dead owner's
 //! unfinished frame is skipped.
 
+pub mod contents;
 pub mod machine;
 mod mem_bio;
 pub mod output;
@@ -75,12 +76,8 @@ impl PacketSink for Outputs {
 pub struct Ended {
     /// The command's exit status (CLI mode).
     pub status: Option<std::process::ExitStatus>,
-    /// The regular capture files written whole, sorted.
-    pub written: Vec<std::ffi::OsString>,
-    /// Packets went to a character device the user named (`/dev/null`).
-    pub device: bool,
-    /// Some capture file could not be opened or written (its line was printed then).
-    pub failed: bool,
+    /// What was written, and what could not be.
+    pub report: output::Report,
 }
 
 /// Collect until the run ends.
@@ -151,13 +148,9 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         }
     }
     machine.finish(&mut outputs);
-    let failed = outputs.failed();
-    let (written, device) = outputs.close();
     Ended {
         status,
-        written,
-        device,
-        failed,
+        report: outputs.close(),
     }
 }
 
