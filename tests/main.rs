@@ -7,6 +7,7 @@ pub mod capture_basics;
 mod cli;
 mod config_input;
 pub mod descriptors;
+mod docs;
 pub mod exactness;
 mod filter;
 mod isolation;
