@@ -1,5 +1,5 @@
 //! The CLI's options, defined once: `--help`, the man page and the shell completions are all
-//! made from [`command`], and so are the environment, pattern and exit status texts they share.
+//! made from [`public`], and so are the environment, pattern and exit status texts they share.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -30,8 +30,8 @@ mod field {
 }
 
 /// A conversation: protocol and both endpoints (address then port each), the lower endpoint
-/// first, so both directions are one key. IPv4 endpoints fill the first 12 bytes; a fixed array
-/// keeps the per-packet look free of allocation.
+/// first, so both directions are one key. Each endpoint has 18 bytes (an IPv4 one uses the first
+/// 6); a fixed array keeps the per-packet look free of allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     proto: u8,
