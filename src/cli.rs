@@ -39,7 +39,10 @@ fn library() -> Result<PathBuf, String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
-    layout::find(dir, &layout::LIB_DIRS_FROM_CLI, "libnetintercept.so").ok_or_else(|| {
+    let found = layout::find(dir, &layout::LIB_DIRS_FROM_CLI, "libnetintercept.so");
+    // LD_PRELOAD then names /usr/lib/netintercept/…, not /usr/bin/../lib/netintercept/….
+    let found = found.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    found.ok_or_else(|| {
         // `cargo install` copies the CLI alone (cargo installs no libraries): say what works.
         format!(
             "libnetintercept.so is neither beside {} nor in ../lib/netintercept or ../lib: \
