@@ -4,8 +4,10 @@
 mod support;
 
 pub mod capture_basics;
+mod cli;
 mod config_input;
 pub mod descriptors;
+mod docs;
 pub mod exactness;
 mod filter;
 mod isolation;
