@@ -348,7 +348,7 @@ fn cli_help_names_every_option_variable_and_pattern() {
         "-w <FILE>",
         "-f <FILTER>",
         "--no-follow",
-        "--keylog FILE",
+        "--keylog <FILE>",
         "NETINTERCEPT_KEYLOG",
         "NETINTERCEPT_FILE",
         "NETINTERCEPT_FILTER",

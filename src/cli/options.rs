@@ -39,8 +39,7 @@ pub struct Options {
     #[arg(long = "no-follow")]
     pub no_follow: bool,
 
-    /// Also write the TLS session keys to FILE in SSLKEYLOGFILE format, for Wireshark's
-    /// tls.keylog_file with a pcap (sets NETINTERCEPT_KEYLOG)
+    /// Also write TLS keys to FILE, SSLKEYLOGFILE format (sets NETINTERCEPT_KEYLOG)
     #[arg(
         long = "keylog",
         value_name = "FILE",
