@@ -8,112 +8,31 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config;
+use crate::layout;
 use crate::quoted::{quoted, PATH_CHARS};
 
-/// The text of `--help`.
-pub const HELP: &str = "\
-netintercept: capture one program's network traffic, TLS decrypted, without root
+mod docs;
+mod options;
+mod summary;
 
-Usage: netintercept [-w FILE] [-f FILTER] [--keylog FILE] [--events DIR] [--no-follow] [--] COMMAND [ARGS...]
+use options::Parsed;
 
-Runs COMMAND with libnetintercept.so preloaded and writes a pcap of the TCP and UDP
-conversations it has over IPv4 and IPv6, synthesized from the calls it makes.
-
-Options:
-  -w FILE        capture file name pattern (sets NETINTERCEPT_FILE; default netintercept.pcap)
-  -f FILTER      tcpdump/libpcap filter expression (sets NETINTERCEPT_FILTER)
-  --keylog FILE  also write the TLS session keys to FILE in SSLKEYLOGFILE format (sets
-                 NETINTERCEPT_KEYLOG), for Wireshark's tls.keylog_file with a pcap
-  --events DIR   also write per-socket event traces in tcpsnitch's format under DIR (sets
-                 NETINTERCEPT_EVENTS): DIR/<program>_<NNN>/<socket>.json, one call a line
-  --no-follow    do not trace child processes (sets NETINTERCEPT_FOLLOW=0)
-  -h, --help     show this help
-
-Patterns in FILE (as in core(5)):
-  %p pid   %t start time (epoch seconds)   %h host name   %e executable name
-  %E executable path with '/' written as '!'   %u uid   %% a literal '%'
-Without %p every process of the run writes into the same file.
-
-Environment (also usable with LD_PRELOAD=/path/to/libnetintercept.so COMMAND):
-  NETINTERCEPT_FILE      capture file name pattern (as -w)
-  NETINTERCEPT_FILTER    libpcap filter (as -f)
-  NETINTERCEPT_FOLLOW    0 to leave child processes untraced
-  NETINTERCEPT_LIB       the library to preload (default: libnetintercept.so beside this program)
-  NETINTERCEPT_TLS       plain (default: decrypted TLS), raw (the ciphertext) or both
-                         (plaintext on a parallel stream, client port XOR 0x8000); a pcapng of
-                         raw or both carries the keys (OpenSSL, GnuTLS): Wireshark decrypts it
-  NETINTERCEPT_KEYLOG    TLS key log file (as --keylog), in any TLS mode
-  NETINTERCEPT_EVENTS    folder of the per-socket event traces (as --events)
-  NETINTERCEPT_FORMAT    pcap or pcapng (pcapng has per-packet comments); default: pcapng
-                         for a name ending in .pcapng, else pcap
-
-The exit status is COMMAND's, or 128+N when a signal N killed it.
-Statically linked programs cannot be traced: nothing is preloaded into them.
-";
-
-struct Args {
-    /// Bytes as given: a file name need not be UTF-8 (a filter must, [`config`] says so).
-    file: Option<OsString>,
-    filter: Option<OsString>,
-    keylog: Option<OsString>,
-    events: Option<OsString>,
-    follow: bool,
-    command: Vec<OsString>,
-}
-
-enum Parsed {
-    Run(Args),
-    Help,
-    Usage(String),
-}
-
-fn parse(mut argv: impl Iterator<Item = OsString>) -> Parsed {
-    let mut args = Args {
-        file: None,
-        filter: None,
-        keylog: None,
-        events: None,
-        follow: true,
-        command: Vec::new(),
-    };
-    while let Some(arg) = argv.next() {
-        let Some(s) = arg.to_str().map(str::to_owned) else {
-            args.command.push(arg);
-            break;
-        };
-        match s.as_str() {
-            "-h" | "--help" => return Parsed::Help,
-            "--" => break,
-            "--no-follow" => args.follow = false,
-            "-w" | "-f" | "--keylog" | "--events" => {
-                let Some(v) = argv.next() else {
-                    return Parsed::Usage(format!("option {s} needs a value"));
-                };
-                match s.as_str() {
-                    "-w" => args.file = Some(v),
-                    "-f" => args.filter = Some(v),
-                    "--events" => args.events = Some(v),
-                    _ => args.keylog = Some(v),
-                }
-            }
-            _ if s.starts_with('-') && s.len() > 1 => {
-                return Parsed::Usage(format!("unknown option '{s}'"))
-            }
-            _ => {
-                args.command.push(arg);
-                break;
-            }
-        }
+/// Every flag a user may type (`-w`, `--no-follow`, …), from the options' one definition: the
+/// docs test checks that each is documented.
+pub fn flags() -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in options::public()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+    {
+        out.extend(arg.get_short().map(|s| format!("-{s}")));
+        out.extend(arg.get_long().map(|l| format!("--{l}")));
     }
-    args.command.extend(argv);
-    if args.command.is_empty() {
-        return Parsed::Usage("no COMMAND given".into());
-    }
-    Parsed::Run(args)
+    out
 }
 
-/// The preload library: $NETINTERCEPT_LIB, else `libnetintercept.so` beside this executable or
-/// in `../lib`.
+/// The preload library: $NETINTERCEPT_LIB, else `libnetintercept.so` beside this executable, in
+/// `../lib/netintercept` or in `../lib` (see [`crate::layout`]).
 fn library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("NETINTERCEPT_LIB").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -121,22 +40,19 @@ fn library() -> Result<PathBuf, String> {
             .map_err(|e| format!("NETINTERCEPT_LIB '{}': {e}", p.display()));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let beside = exe.with_file_name("libnetintercept.so");
-    // Installed as PREFIX/bin/netintercept with PREFIX/lib/libnetintercept.so.
-    let installed = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("lib/libnetintercept.so"));
-    [Some(beside.clone()), installed]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "library not found at '{}' (set NETINTERCEPT_LIB)",
-                beside.display()
-            )
-        })
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let found = layout::find(dir, &layout::LIB_DIRS_FROM_CLI, "libnetintercept.so");
+    // LD_PRELOAD then names /usr/lib/netintercept/…, not /usr/bin/../lib/netintercept/….
+    let found = found.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    found.ok_or_else(|| {
+        // `cargo install` copies the CLI alone (cargo installs no libraries): say what works.
+        format!(
+            "libnetintercept.so is neither beside {} nor in ../lib/netintercept or ../lib: \
+             `cargo install` installs the CLI without its libraries; install the Debian package \
+             (cargo deb) or use CMake's install, or set NETINTERCEPT_LIB",
+            exe.display()
+        )
+    })
 }
 
 /// `cmd` resolved through PATH as execvp would.
@@ -192,23 +108,29 @@ fn warn_if_static(cmd: &Path) {
 
 /// Run the CLI with `argv` (without the program name); returns the exit status.
 pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
-    let mut argv = argv.peekable();
-    if argv.peek().is_some_and(|a| a == "--collect") {
-        let rest: Vec<OsString> = argv.skip(1).collect();
-        if rest.len() != 2 {
-            eprintln!("netintercept: --collect REGION LIBDIR");
-            return 2;
-        }
-        return crate::collector::detached_main(Path::new(&rest[0]), Path::new(&rest[1]));
-    }
-    let args = match parse(argv) {
-        Parsed::Help => {
-            print!("{HELP}");
+    let args = match options::parse(argv) {
+        Parsed::Help(text) => {
+            print!("{text}");
             return 0;
         }
-        Parsed::Usage(msg) => {
-            eprintln!("netintercept: {msg}\n\n{HELP}");
+        Parsed::Usage(line) => {
+            eprintln!("netintercept: {line}");
             return 2;
+        }
+        Parsed::Collect(region, lib_dir) => {
+            return crate::collector::detached_main(&region, &lib_dir)
+        }
+        Parsed::GenerateDocs(root) => {
+            return match docs::write_all(&root) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!(
+                        "netintercept: cannot write the docs under '{}': {e}",
+                        root.display()
+                    );
+                    2
+                }
+            }
         }
         Parsed::Run(a) => a,
     };
@@ -263,17 +185,21 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         // The hooks record the calls only the traces need when this is set.
         cmd.env("NETINTERCEPT_EVENTS", e);
     }
-    if !args.follow {
+    if args.no_follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");
     }
     if pattern == "-" {
         // The capture owns standard output; the program's own output goes to stderr.
-        cmd.stdout(std::process::Stdio::from(
-            std::io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .expect("dup stderr"),
-        ));
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                cmd.stdout(std::process::Stdio::from(fd));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&region_path);
+                eprintln!("netintercept: cannot give the program's output to stderr: {e}");
+                return 2;
+            }
+        }
     }
     let outputs = crate::collector::outputs(&region, &cfg, filter);
     let child = match cmd.spawn() {
@@ -284,6 +210,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
                 "netintercept: cannot run '{}': {e}",
                 args.command[0].to_string_lossy()
             );
+            // As a shell says it: 127 not found, 126 found but not executable.
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -300,41 +227,28 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let ended = crate::collector::run(
-        region,
-        outputs,
-        crate::tls::mode(),
-        crate::collector::Until::Child(child),
-    );
+    let mode = crate::tls::mode();
+    let ended = crate::collector::run(region, outputs, mode, crate::collector::Until::Child(child));
     let _ = std::fs::remove_file(&region_path);
     let Some(status) = ended.status else {
         eprintln!("netintercept: waiting for the program failed");
         return 2;
     };
-    if pattern != "-" {
-        // The collector's own list: the regular files it wrote whole. A file it could not
-        // write was named with the reason already; a device (`-w /dev/null`) is the user's
-        // own choice and needs no word.
-        if ended.written.is_empty() && !ended.failed && !ended.device {
-            eprintln!("netintercept: no packets captured, no capture file written");
+    if !args.quiet {
+        for line in summary::lines(&ended.report, mode == crate::tls::Mode::Plain) {
+            eprintln!("netintercept: {line}");
         }
-        for f in &ended.written {
-            eprintln!(
-                "netintercept: capture written to {}",
+        // The key log is a file of its own, whatever the capture's name.
+        match (&ended.report.keylog, &cfg.keylog) {
+            (Some(f), _) => eprintln!(
+                "netintercept: TLS keys written to {}",
                 quoted(f.as_bytes(), PATH_CHARS)
-            );
+            ),
+            (None, Some(_)) if !ended.report.keylog_failed => {
+                eprintln!("netintercept: no TLS keys logged, no key log written")
+            }
+            _ => {}
         }
-    }
-    // The key log is a file of its own, whatever the capture's name.
-    match (&ended.keylog, &cfg.keylog) {
-        (Some(f), _) => eprintln!(
-            "netintercept: TLS keys written to {}",
-            quoted(f.as_bytes(), PATH_CHARS)
-        ),
-        (None, Some(_)) if !ended.keylog_failed => {
-            eprintln!("netintercept: no TLS keys logged, no key log written")
-        }
-        _ => {}
     }
     status
         .code()
@@ -345,41 +259,6 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(v: &[&str]) -> Parsed {
-        parse(v.iter().map(OsString::from).collect::<Vec<_>>().into_iter())
-    }
-
-    #[test]
-    fn parses_options_then_command() {
-        let Parsed::Run(a) = args(&[
-            "-w", "x.pcap", "-f", "tcp", "--keylog", "k.log", "curl", "-w", "y",
-        ]) else {
-            panic!("expected a command");
-        };
-        assert_eq!(a.file.as_deref(), Some(std::ffi::OsStr::new("x.pcap")));
-        assert_eq!(a.filter.as_deref(), Some(std::ffi::OsStr::new("tcp")));
-        assert_eq!(a.keylog.as_deref(), Some(std::ffi::OsStr::new("k.log")));
-        assert_eq!(a.command, ["curl", "-w", "y"]);
-    }
-
-    #[test]
-    fn double_dash_ends_options() {
-        let Parsed::Run(a) = args(&["--no-follow", "--", "-weird"]) else {
-            panic!("expected a command");
-        };
-        assert!(!a.follow);
-        assert_eq!(a.command, ["-weird"]);
-    }
-
-    #[test]
-    fn usage_errors() {
-        assert!(matches!(args(&[]), Parsed::Usage(_)));
-        assert!(matches!(args(&["-w"]), Parsed::Usage(_)));
-        assert!(matches!(args(&["--keylog"]), Parsed::Usage(_)));
-        assert!(matches!(args(&["--bogus", "x"]), Parsed::Usage(_)));
-        assert!(matches!(args(&["--help"]), Parsed::Help));
-    }
 
     #[test]
     fn static_detection_reads_program_headers() {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod filter;
 pub mod guard;
 pub mod key_callbacks;
+pub mod layout;
 pub mod output_path;
 pub mod process;
 pub mod quoted;

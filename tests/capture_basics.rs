@@ -345,10 +345,10 @@ fn cli_help_names_every_option_variable_and_pattern() {
         .expect("cli");
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
-        "-w FILE",
-        "-f FILTER",
+        "-w <FILE>",
+        "-f <FILTER>",
         "--no-follow",
-        "--keylog FILE",
+        "--keylog <FILE>",
         "NETINTERCEPT_KEYLOG",
         "NETINTERCEPT_FILE",
         "NETINTERCEPT_FILTER",

@@ -15,7 +15,9 @@ cmake --install "$work/build" --prefix "$work/prefix" >/dev/null
 for f in build/netintercept.so build/libnetintercept.so build/netintercept \
          build/libnetintercept_pcapfilter.so prefix/lib/libnetintercept_pcapfilter.so \
          prefix/lib/netintercept.so prefix/lib/libnetintercept.so prefix/bin/netintercept \
-         prefix/share/man/man1/netintercept.1; do
+         prefix/share/man/man1/netintercept.1 prefix/share/bash-completion/completions/netintercept \
+         prefix/share/zsh/site-functions/_netintercept \
+         prefix/share/fish/vendor_completions.d/netintercept.fish; do
   [ -e "$work/$f" ] || fail "missing $f"
 done
 

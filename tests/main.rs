@@ -4,8 +4,10 @@
 mod support;
 
 pub mod capture_basics;
+mod cli;
 mod config_input;
 pub mod descriptors;
+mod docs;
 mod events;
 pub mod exactness;
 mod filter;

@@ -52,12 +52,14 @@ impl Scenario {
              done\n\
              {}\"$W\" {client}\n\
              # The same the other way: tcpdump writes in the order it captured, so once a probe\n\
-             # sent after the client is in the file, every packet of the client's is too (a\n\
-             # fixed sleep lost the last connection's packets on a loaded machine).\n\
-             n=$(tcpdump -r real.pcap udp port 9 2>/dev/null | wc -l)\n\
+             # to another port, sent after the client, is in the file, every packet of the\n\
+             # client's is too. (A fixed sleep lost the last connection's packets on a loaded\n\
+             # machine; so did counting port-9 probes, as the first ones were still on their\n\
+             # way.)\n\
+             \"$W\" probe 10\n\
              for i in $(seq 200); do\n\
-               \"$W\" probe 9; sleep 0.05\n\
-               [ $(tcpdump -r real.pcap udp port 9 2>/dev/null | wc -l) -gt $n ] && break\n\
+               [ -n \"$(tcpdump -r real.pcap udp port 10 2>/dev/null)\" ] && break\n\
+               sleep 0.05\n\
              done\n\
              kill $TD; wait $TD || true\n",
             self.server_line(server)

@@ -9,6 +9,7 @@
 //! or stopped in a signal handler) holds the merge back for at most [`STUCK`]; a dead owner's
 //! unfinished frame is skipped.
 
+pub mod contents;
 mod key_hold;
 pub mod machine;
 mod mem_bio;
@@ -80,16 +81,8 @@ impl PacketSink for Outputs {
 pub struct Ended {
     /// The command's exit status (CLI mode).
     pub status: Option<std::process::ExitStatus>,
-    /// The regular capture files written whole, sorted.
-    pub written: Vec<std::ffi::OsString>,
-    /// Packets went to a character device the user named (`/dev/null`).
-    pub device: bool,
-    /// Some capture file could not be opened or written (its line was printed then).
-    pub failed: bool,
-    /// The key log, when keys were written to it whole.
-    pub keylog: Option<std::ffi::OsString>,
-    /// The key log could not be opened or written (its line was printed then).
-    pub keylog_failed: bool,
+    /// What was written, and what could not be.
+    pub report: output::Report,
 }
 
 /// Collect until the run ends.
@@ -163,17 +156,9 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         }
     }
     machine.finish(&mut outputs);
-    let failed = outputs.failed();
-    let keylog = outputs.close_keylog();
-    let keylog_failed = outputs.keylog_failed();
-    let (written, device) = outputs.close();
     Ended {
         status,
-        written,
-        device,
-        failed,
-        keylog,
-        keylog_failed,
+        report: outputs.close(),
     }
 }
 

@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
+use super::contents::Contents;
 use super::machine::{Note, Origin};
 use super::procfs;
 use crate::output_path::{self, ProcessInfo};
@@ -40,8 +41,8 @@ pub struct Outputs {
     start_secs: u64,
     files: HashMap<i32, File>,
     exe: HashMap<i32, OsString>,
-    /// Paths already reported as unwritable (said once).
-    refused: Vec<OsString>,
+    /// Paths already reported as unwritable (said once), and how many packets each lost.
+    refused: Vec<(OsString, u64)>,
     /// `-w -`: the one output is standard output.
     stdout: bool,
     /// Write nothing (a bad filter: a user who asked for less never gets more).
@@ -55,7 +56,7 @@ pub struct Outputs {
     keylog_path: Option<OsString>,
     keylog: Option<File>,
     /// The key log could not be opened or written (said once; apart from the captures').
-    keylog_refused: Vec<OsString>,
+    keylog_refused: Vec<(OsString, u64)>,
     /// Executables said to speak TLS through a library we do not hook (each said once).
     unhooked: Vec<OsString>,
     /// The per-socket event traces (`--events`).
@@ -72,10 +73,36 @@ struct File {
     /// A character device: written as it is, never truncated.
     device: bool,
     buf: Vec<u8>,
+    /// Bytes in the file, and packets among them (the rest are in `buf`).
     written: u64,
+    packets_buffered: u64,
     broken: bool,
     /// Packets written to it: the last one's frame number.
     packets: u64,
+    contents: Contents,
+}
+
+/// One capture file written whole, and what it holds.
+pub struct Written {
+    /// Its name, or `-` for standard output.
+    pub path: OsString,
+    pub contents: Contents,
+}
+
+/// What the run's outputs came to, for the CLI's end-of-run block.
+#[derive(Default)]
+pub struct Report {
+    /// The capture files written whole, sorted by name.
+    pub written: Vec<Written>,
+    /// Packets went to a character device the user named (`/dev/null`).
+    pub device: bool,
+    /// Files that could not be opened or written (each said in its own line then), with the
+    /// packets each lost.
+    pub lost: Vec<(OsString, u64)>,
+    /// The key log, when keys were written to it whole.
+    pub keylog: Option<OsString>,
+    /// The key log could not be opened or written (its line was printed then).
+    pub keylog_failed: bool,
 }
 
 impl Outputs {
@@ -180,11 +207,14 @@ impl Outputs {
             let pid = origin.pid;
             self.exe.entry(pid).or_insert_with(|| procfs::exe_path(pid));
             match self.open(origin.pid) {
-                Some(mut f) => {
+                Ok(mut f) => {
                     self.write_pending_keys(key, &mut f);
                     self.files.insert(key, f);
                 }
-                None => return,
+                Err(path) => {
+                    lose(&mut self.refused, path, 1);
+                    return;
+                }
             }
         }
         let ts = (origin.ts_ns as i128 + self.clock_offset_ns).max(0) as u128;
@@ -194,6 +224,7 @@ impl Outputs {
             return;
         };
         if file.broken {
+            lose(&mut self.refused, file.path.clone(), 1);
             return;
         }
         match &comment {
@@ -204,6 +235,8 @@ impl Outputs {
         if self.traces.is_some() {
             self.frames.push(file.packets);
         }
+        file.packets_buffered += 1;
+        file.contents.add(bytes);
         if file.buf.len() >= HIGH_WATER {
             file.write_out(&mut self.refused);
         }
@@ -264,7 +297,9 @@ impl Outputs {
                         buf: Vec::new(),
                         written: 0,
                         packets: 0,
+                        packets_buffered: 0,
                         broken: false,
+                        contents: Contents::default(),
                     })
                 }
                 Err(reason) => {
@@ -272,7 +307,7 @@ impl Outputs {
                         "netintercept: cannot write key log to {}: {reason}",
                         quoted(path.as_bytes(), PATH_CHARS)
                     );
-                    self.keylog_refused.push(path.clone());
+                    self.keylog_refused.push((path.clone(), 0));
                     return;
                 }
             }
@@ -333,13 +368,8 @@ impl Outputs {
         }
     }
 
-    /// Whether the key log file was refused or could not be written (said once).
-    pub fn keylog_failed(&self) -> bool {
-        !self.keylog_refused.is_empty()
-    }
-
     /// Close the key log file; its name when it was written whole (a device too).
-    pub fn close_keylog(&mut self) -> Option<OsString> {
+    fn close_keylog(&mut self) -> Option<OsString> {
         let mut f = self.keylog.take()?;
         f.write_out(&mut self.keylog_refused);
         if f.fd > 2 {
@@ -348,35 +378,34 @@ impl Outputs {
         (!f.broken).then_some(f.path)
     }
 
-    /// Whether a capture file was refused or could not be written (each said once).
-    pub fn failed(&self) -> bool {
-        !self.refused.is_empty()
-    }
-
-    /// Flush and close every file; returns the names of the regular files written whole, sorted,
-    /// and whether packets went to a character device.
-    pub fn close(&mut self) -> (Vec<OsString>, bool) {
+    /// Flush and close every file; says what was written and what was lost.
+    pub fn close(&mut self) -> Report {
         if let Some(t) = &mut self.traces {
             t.finish();
         }
         self.flush();
-        let mut written = Vec::new();
-        let mut device = false;
+        let mut report = Report::default();
         for (_, f) in self.files.drain() {
             if f.fd > 2 {
                 sys::close(f.fd);
             }
-            if f.broken || self.stdout {
+            if f.broken {
                 continue;
             }
             if f.device {
-                device = true;
+                report.device = true;
             } else {
-                written.push(f.path);
+                report.written.push(Written {
+                    path: f.path,
+                    contents: f.contents,
+                });
             }
         }
-        written.sort();
-        (written, device)
+        report.written.sort_by(|a, b| a.path.cmp(&b.path));
+        report.lost = std::mem::take(&mut self.refused);
+        report.keylog = self.close_keylog();
+        report.keylog_failed = !self.keylog_refused.is_empty();
+        report
     }
 
     fn comment(&self, o: &Origin) -> String {
@@ -398,7 +427,8 @@ impl Outputs {
         )
     }
 
-    fn open(&mut self, pid: i32) -> Option<File> {
+    /// Open the file `pid`'s packets go to; on failure (said once per path) its path.
+    fn open(&mut self, pid: i32) -> Result<File, OsString> {
         let info = ProcessInfo {
             pid,
             start_secs: self.start_secs,
@@ -424,18 +454,18 @@ impl Outputs {
             match open_capture(&path) {
                 Ok((fd, device)) => (fd, path, device),
                 Err(reason) => {
-                    if !self.refused.contains(&path) {
+                    if !self.refused.iter().any(|(p, _)| *p == path) {
                         eprintln!(
                             "netintercept: cannot write capture to {}: {reason}",
                             quoted(path.as_bytes(), PATH_CHARS)
                         );
-                        self.refused.push(path);
+                        self.refused.push((path.clone(), 0));
                     }
-                    return None;
+                    return Err(path);
                 }
             }
         };
-        Some(File {
+        Ok(File {
             fd,
             path,
             what: "capture",
@@ -443,13 +473,23 @@ impl Outputs {
             buf: header,
             written: 0,
             packets: 0,
+            packets_buffered: 0,
             broken: false,
+            contents: Contents::default(),
         })
     }
 }
 
+/// Count `packets` lost for `path` (already said to be unwritable).
+fn lose(refused: &mut Vec<(OsString, u64)>, path: OsString, packets: u64) {
+    match refused.iter_mut().find(|(p, _)| *p == path) {
+        Some((_, n)) => *n += packets,
+        None => refused.push((path, packets)),
+    }
+}
+
 impl File {
-    fn write_out(&mut self, refused: &mut Vec<OsString>) {
+    fn write_out(&mut self, refused: &mut Vec<(OsString, u64)>) {
         if self.buf.is_empty() || self.broken {
             return;
         }
@@ -465,12 +505,15 @@ impl File {
                 quoted(self.path.as_bytes(), PATH_CHARS),
                 sys::strerror(e)
             );
-            refused.push(self.path.clone());
+            // Everything since the last whole write is cut off: the buffered packets are lost.
+            lose(refused, self.path.clone(), self.packets_buffered);
+            self.packets_buffered = 0;
             self.broken = true;
             self.buf = Vec::new();
             return;
         }
         self.written += self.buf.len() as u64;
+        self.packets_buffered = 0;
         self.buf.clear();
     }
 }

@@ -5,6 +5,7 @@ use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::layout;
 use crate::recorder::{RING_BYTES, SLOTS};
 use crate::ring::{region_len, Region};
 use crate::sys;
@@ -115,18 +116,14 @@ pub fn own_dir() -> Option<PathBuf> {
     path.parent().map(Path::to_path_buf)
 }
 
-/// The collector program: `NETINTERCEPT_COLLECTOR`, else `netintercept` beside the library or
-/// in `../bin` (an installed layout).
+/// The collector program: `NETINTERCEPT_COLLECTOR`, else `netintercept` beside the library, in
+/// `../bin` (CMake's install) or in `../../bin` (the Debian package's `/usr/lib/netintercept`):
+/// see [`crate::layout`].
 fn collector_program(lib_dir: &Path) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NETINTERCEPT_COLLECTOR").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    [
-        lib_dir.join("netintercept"),
-        lib_dir.join("../bin/netintercept"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    layout::find(lib_dir, &layout::CLI_DIRS_FROM_LIB, "netintercept")
 }
 
 /// First traced process of a run without the CLI: create the region and start a collector that
@@ -135,7 +132,8 @@ pub fn start_detached() -> Result<PathBuf, String> {
     let lib_dir = own_dir().ok_or("cannot locate libnetintercept.so")?;
     let program = collector_program(&lib_dir).ok_or_else(|| {
         format!(
-            "no collector: 'netintercept' is neither beside {} nor in ../bin",
+            "no collector: 'netintercept' is neither beside {} nor in ../bin or ../../bin \
+             (set NETINTERCEPT_COLLECTOR)",
             lib_dir.display()
         )
     })?;
