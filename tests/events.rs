@@ -547,7 +547,7 @@ fn help_names_the_option_and_its_variable() {
         .output()
         .expect("cli");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("--events DIR") && text.contains("NETINTERCEPT_EVENTS"));
+    assert!(text.contains("--events <DIR>") && text.contains("NETINTERCEPT_EVENTS"));
 }
 
 /// The calls only traces need: each returns what it returns untraced (bad pointers and lengths
