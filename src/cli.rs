@@ -13,6 +13,7 @@ use crate::quoted::{quoted, PATH_CHARS};
 
 mod docs;
 mod options;
+mod private_key_log;
 mod summary;
 
 use options::Parsed;
@@ -188,6 +189,23 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     if args.no_follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");
     }
+    // A key log file the user named is theirs, and is read as it is; --nss-keys only gives one
+    // to a program that has none.
+    let _private_keys =
+        match args.nss_keys && std::env::var_os("SSLKEYLOGFILE").is_none_or(|f| f.is_empty()) {
+            false => None,
+            true => match private_key_log::PrivateKeyLog::create() {
+                Ok(keys) => {
+                    cmd.env("SSLKEYLOGFILE", keys.path());
+                    Some(keys)
+                }
+                Err(line) => {
+                    let _ = std::fs::remove_file(&region_path);
+                    eprintln!("netintercept: {line}");
+                    return 2;
+                }
+            },
+        };
     if pattern == "-" {
         // The capture owns standard output; the program's own output goes to stderr.
         match std::io::stderr().as_fd().try_clone_to_owned() {

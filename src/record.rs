@@ -114,6 +114,11 @@ pub enum Kind {
     /// installed on an OpenSSL context or a GnuTLS session; `ssl` is that object): its clients'
     /// handshakes may wait for their keys (`collector::key_hold`).
     TlsKeylog = 36,
+    /// The process's environment names a key log file (`SSLKEYLOGFILE`) its TLS libraries may
+    /// write (NSS writes its keys nowhere else): `data` is its absolute path, `arg0` its size
+    /// and `arg1` its inode at load (-1 and 0 when it did not exist), so that the collector
+    /// reads only the lines written since.
+    KeyLogFile = 37,
 }
 
 impl Kind {
@@ -152,6 +157,7 @@ impl Kind {
             34 => TlsCipher,
             35 => TlsKey,
             36 => TlsKeylog,
+            37 => KeyLogFile,
             _ => return None,
         })
     }
@@ -428,6 +434,12 @@ const fn eq(a: &[u8], b: &[u8]) -> bool {
 /// The name of call number `id`.
 pub fn call_name(id: u16) -> &'static str {
     CALLS.get(id as usize).copied().unwrap_or("")
+}
+
+/// Whether call number `id` is one of NSPR's or NSS's (the hooks of `nspr.rs`).
+pub fn is_nss_call(id: u16) -> bool {
+    let name = call_name(id);
+    name.starts_with("PR_") || name == "SSL_ForceHandshake"
 }
 
 /// Header size in bytes.

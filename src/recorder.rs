@@ -376,6 +376,7 @@ pub fn init() -> Result<(), String> {
     start.ret = global.is_none() as i64;
     let name = program_name();
     emit(&start, name.len(), &name);
+    announce_key_log_file();
     scan_inherited();
     emit(&Record::new(Kind::Scanned), 0, &NOTHING);
     Ok(())
@@ -426,6 +427,32 @@ fn program_name() -> &'static [u8] {
     // SAFETY: non-null, NUL-terminated and never freed (see above).
     let name = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
     &name[..name.len().min(255)]
+}
+
+/// The key log file the environment names (`SSLKEYLOGFILE`), for the collector to read: NSS
+/// writes its keys there and nowhere a hook can see them. Named by its absolute path (the
+/// collector's working directory is not the program's), with its size and inode now, so that
+/// lines of earlier runs are not taken for this one's. Only a `stat`: no descriptor is opened.
+fn announce_key_log_file() {
+    let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = std::path::Path::new(&path);
+    let path = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut r = Record::new(Kind::KeyLogFile);
+    (r.arg0, r.arg1) = match std::fs::metadata(&path) {
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            (m.len() as i64, m.ino() as i64)
+        }
+        Err(_) => (-1, 0),
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    emit(&r, bytes.len(), &bytes);
 }
 
 /// Every internet socket open at load (inherited over exec or from an untraced parent).

@@ -1,8 +1,10 @@
 //! Issue 14: TLS keys. A pcapng of ciphertext (`NETINTERCEPT_TLS=raw`) carries the session keys
 //! in Decryption Secrets Blocks, so tshark decrypts it with no option; `--keylog FILE` writes
 //! them for pcap users; a program's own key-log callback works as untraced; TLS by a library we
-//! do not hook (node's built-in OpenSSL) is said to be so.
+//! do not hook (node's built-in OpenSSL) is said to be so. NSS's keys come from the key log file
+//! SSLKEYLOGFILE names (the user's, or with `--nss-keys` the run's own).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,6 +72,17 @@ fn payloads(cap: &Path) -> String {
 
 /// The CLI running `command` in `dir` with `args` before it and `NETINTERCEPT_TLS=mode`.
 fn cli(dir: &Path, mode: &str, args: &[&str], command: &[&str]) -> Output {
+    cli_env(dir, mode, args, command, &[])
+}
+
+/// [`cli`], with variables `env` set too.
+fn cli_env(
+    dir: &Path,
+    mode: &str,
+    args: &[&str],
+    command: &[&str],
+    env: &[(&str, &OsStr)],
+) -> Output {
     let mut cmd = Command::new(support::cli());
     cmd.args(args)
         .arg("--")
@@ -78,7 +91,11 @@ fn cli(dir: &Path, mode: &str, args: &[&str], command: &[&str]) -> Output {
         .env("NETINTERCEPT_TLS", mode)
         .env_remove("NETINTERCEPT_FILE")
         .env_remove("NETINTERCEPT_KEYLOG")
+        .env_remove("SSLKEYLOGFILE")
         .env_remove("LD_PRELOAD");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
     let out = support::run_with_timeout(&mut cmd, LIMIT);
     assert!(
         out.status.success(),
@@ -120,10 +137,10 @@ fn assert_decrypts_alone(cap: &Path, port: u16, last_label: &str) {
     let hex = payloads(cap);
     assert!(!hex.is_empty() && !hex.contains(GET_HEX), "ciphertext only");
     let hellos = support::tshark::fields(cap, "tls.handshake.type == 1", &["tcp.dstport"]);
-    assert_eq!(
-        hellos.trim(),
-        port.to_string(),
-        "the client's own ClientHello"
+    // Two after a HelloRetryRequest (NSS's first key share is not what s_server prefers).
+    assert!(
+        (1..=2).contains(&hellos.lines().count()) && hellos.lines().all(|p| p == port.to_string()),
+        "the client's own ClientHello: {hellos}"
     );
     assert!(
         support::tshark::fields(
@@ -483,4 +500,126 @@ fn the_programs_own_callbacks_and_getters_are_untouched() {
     );
     let ours = std::fs::read_to_string(dir.join("keys.log")).expect("key log");
     assert_eq!(ours.lines().collect::<Vec<_>>(), traced_keys);
+}
+
+/// Where Firefox's own NSS lives: Debian's libnss3 is built without SSLKEYLOGFILE support,
+/// Firefox's copy has it, and tstclnt runs on it.
+const FIREFOX_NSS: &str = "/usr/lib/firefox-esr";
+
+/// A site, an NSS database and a request for tstclnt, as in `tls::nss_tstclnt_is_decrypted`.
+fn nss_site(tag: &str) -> (TempDir, u16, crate::support::servers::Server) {
+    let (dir, port, srv) = site(tag);
+    std::fs::create_dir(dir.join("db")).expect("db dir");
+    let st = Command::new("certutil")
+        .args(["-N", "-d", "sql:db", "--empty-password"])
+        .current_dir(dir.path())
+        .status()
+        .expect("certutil (libnss3-tools) is installed");
+    assert!(st.success());
+    std::fs::write(dir.join("req"), b"GET /index.html HTTP/1.0\r\n\r\n").expect("request");
+    (dir, port, srv)
+}
+
+/// tstclnt (NSS, Firefox's build) in raw mode, TLS 1.3 and 1.2, with no tshark option: its keys
+/// come from the key log file SSLKEYLOGFILE names, the user's (whose lines of an earlier run stay
+/// out of the capture, and which is left as NSS wrote it) or, with `--nss-keys`, a private one
+/// of the run's, gone at its end. They are in the capture before the packets that need them,
+/// and in `--keylog`'s file; and nothing says to use `--nss-keys`.
+#[test]
+fn nss_tstclnt_raw_pcapng_decrypts_from_its_key_log_file() {
+    let old = format!("CLIENT_RANDOM {} {}", "ab".repeat(32), "cd".repeat(48));
+    for (version, last_label, own_file) in [
+        ("tls1.3:tls1.3", "CLIENT_TRAFFIC_SECRET_0", true),
+        ("tls1.2:tls1.2", "CLIENT_RANDOM", false),
+        ("tls1.3:tls1.3", "CLIENT_TRAFFIC_SECRET_0", false),
+    ] {
+        let (dir, port, _srv) = nss_site("keys-nss");
+        let user_file = dir.join("user-keys.log");
+        std::fs::write(&user_file, format!("{old}\n")).expect("an earlier run's keys");
+        let shell = format!("exec tstclnt -V {version} -h 127.0.0.1 -p {port} -d sql:db -o < req");
+        let mut env = vec![
+            ("LD_LIBRARY_PATH", OsStr::new(FIREFOX_NSS)),
+            ("TMPDIR", dir.path().as_os_str()),
+        ];
+        let mut args = vec!["-w", "t.pcapng", "--keylog", "ours.log"];
+        if own_file {
+            env.push(("SSLKEYLOGFILE", user_file.as_os_str()));
+        } else {
+            args.push("--nss-keys");
+        }
+        let out = cli_env(dir.path(), "raw", &args, &["sh", "-c", &shell], &env);
+        assert!(out.stdout.windows(BODY.len()).any(|w| w == BODY));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("--nss-keys"), "{err}");
+        let cap = dir.join("t.pcapng");
+        assert_decrypts_alone(&cap, port, last_label);
+        let (lines, _) = secrets(&cap);
+        assert!(!lines.contains(&old), "an earlier run's line: {lines:?}");
+        let ours = std::fs::read_to_string(dir.join("ours.log")).expect("--keylog");
+        assert_eq!(ours.lines().collect::<Vec<_>>(), lines);
+        if own_file {
+            let user = std::fs::read_to_string(&user_file).expect("the user's file");
+            let written: Vec<&str> = user.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(written[0], old, "left as it was");
+            assert_eq!(written[1..], lines, "NSS's lines, read as it wrote them");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("netintercept-keys")
+            })
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "the private key log is removed: {left:?}");
+    }
+}
+
+/// Raw mode, NSS and no key log file: one line says what to do, however many connections.
+#[test]
+fn nss_without_a_key_log_file_says_what_to_do() {
+    let (dir, port, _srv) = nss_site("keys-nss-say");
+    let one = format!("tstclnt -h 127.0.0.1 -p {port} -d sql:db -o < req");
+    let shell = format!("{one}; {one}");
+    let out = cli(
+        dir.path(),
+        "raw",
+        &["-w", "t.pcapng"],
+        &["sh", "-c", &shell],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("--nss-keys")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("netintercept: '/usr/bin/tstclnt' (pid ")
+            && said[0].contains("SSLKEYLOGFILE"),
+        "{err}"
+    );
+    assert_eq!(secrets(&dir.join("t.pcapng")).0, Vec::<String>::new());
+}
+
+/// curl (OpenSSL) with SSLKEYLOGFILE: each secret comes from our hook and from the file curl
+/// writes, and is written once, to the capture and to `--keylog`.
+#[test]
+fn a_key_from_the_hook_and_the_file_is_written_once() {
+    let (dir, port, _srv) = site("keys-twice");
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let file = dir.join("curl-keys.log");
+    let out = cli_env(
+        dir.path(),
+        "raw",
+        &["-w", "c.pcapng", "--keylog", "ours.log"],
+        &["curl", "-sSk", &url],
+        &[("SSLKEYLOGFILE", file.as_os_str())],
+    );
+    assert_eq!(out.stdout, BODY);
+    let curls = std::fs::read_to_string(&file).expect("curl wrote its key log");
+    let curls: Vec<&str> = curls.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(curls.len(), 5, "TLS 1.3's five secrets: {curls:?}");
+    let (lines, _) = secrets(&dir.join("c.pcapng"));
+    assert_eq!(lines, curls);
+    let ours = std::fs::read_to_string(dir.join("ours.log")).expect("--keylog");
+    assert_eq!(ours.lines().collect::<Vec<_>>(), curls);
 }

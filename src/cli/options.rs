@@ -48,6 +48,10 @@ pub struct Options {
     )]
     pub keylog: Option<OsString>,
 
+    /// Private SSLKEYLOGFILE for NSS's TLS keys, if unset (NSS keeps a descriptor open on it)
+    #[arg(long = "nss-keys")]
+    pub nss_keys: bool,
+
     /// Also write tcpsnitch-format traces per socket under DIR (sets NETINTERCEPT_EVENTS)
     #[arg(
         long = "events",
@@ -228,7 +232,8 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "plain (default: decrypted TLS), raw (the ciphertext) or both (the ciphertext \
                   on the connection's stream, the plaintext on a parallel stream from the \
                   client's port XOR 0x8000); a pcapng of raw or both carries the keys of \
-                  OpenSSL and GnuTLS, so Wireshark decrypts it alone",
+                  OpenSSL and GnuTLS, and of NSS through SSLKEYLOGFILE (--nss-keys), so \
+                  Wireshark decrypts it alone",
     },
     Variable {
         name: "NETINTERCEPT_FORMAT",

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use synth::{Side, TcpStream};
 
-use super::key_hold::{Awaited, KeyHolds};
+use super::key_hold::{self, Awaited, KeyHolds, Sessions};
 use super::mem_bio::{Held, MemBios};
 use crate::record::{Kind, Record};
 use crate::tls::Mode;
@@ -75,6 +75,12 @@ pub trait PacketSink {
     fn packet(&mut self, origin: &Origin, bytes: &[u8]);
     /// A TLS library of `origin`'s process logged key log line `line` (NSS format, no newline).
     fn tls_key(&mut self, _origin: &Origin, _line: &[u8]) {}
+    /// `origin`'s process names key log file `path` in its environment (`Kind::KeyLogFile`:
+    /// `size` and `inode` as it was at load), for the collector to read.
+    fn key_log_file(&mut self, _origin: &Origin, _path: &[u8], _size: i64, _inode: u64) {}
+    /// `origin`'s process runs TLS through NSS, whose keys reach us only through a key log file,
+    /// and its environment names none: the capture of ciphertext will not decrypt.
+    fn nss_without_keys(&mut self, _origin: &Origin) {}
 }
 
 type ConnId = usize;
@@ -163,6 +169,10 @@ pub struct Machine<K: Kernel> {
     hold_for_keys: bool,
     /// Processes whose TLS library logs keys through us.
     key_loggers: HashSet<i32>,
+    /// Processes whose environment names a key log file the collector reads (NSS's keys).
+    key_files: HashSet<i32>,
+    /// Recent sessions by client random, to match a key log file's lines to their connection.
+    sessions: Sessions,
     isn: u64,
 }
 
@@ -181,6 +191,8 @@ impl<K: Kernel> Machine<K> {
             key_holds: KeyHolds::default(),
             hold_for_keys: false,
             key_loggers: HashSet::new(),
+            key_files: HashSet::new(),
+            sessions: Sessions::default(),
             isn: seed,
         }
     }
@@ -189,6 +201,11 @@ impl<K: Kernel> Machine<K> {
     /// flight is held until it has logged them, so they are written before it (see `key_hold`).
     pub fn hold_for_keys(&mut self) {
         self.hold_for_keys = self.mode != Mode::Plain;
+    }
+
+    /// Whether packets are held for keys not logged yet (see `key_hold`).
+    pub fn holds_for_keys(&self) -> bool {
+        !self.key_holds.is_empty()
     }
 
     /// Apply one record, writing the packets it implies to `out`.
@@ -307,6 +324,8 @@ impl<K: Kernel> Machine<K> {
                     // A new image: its SSL objects and BIOs are new ones, its libraries too.
                     self.mem_bios.forget(pid);
                     self.key_loggers.remove(&pid);
+                    // Its own KeyLogFile record follows when its environment names one.
+                    self.key_files.remove(&pid);
                 }
             }
             Kind::Fork => self.fork(pid, r.ret as i32),
@@ -438,9 +457,19 @@ impl<K: Kernel> Machine<K> {
                         if matches!(c.proto, Proto::Tcp(_)) {
                             c.tls = true;
                             self.ssl.insert((pid, r.ssl), fd);
+                            if self.mode != Mode::Plain
+                                && crate::record::is_nss_call(r.call)
+                                && !self.key_files.contains(&pid)
+                            {
+                                out.nss_without_keys(&origin);
+                            }
                         }
                     }
                 }
+            }
+            Kind::KeyLogFile => {
+                self.key_files.insert(pid);
+                out.key_log_file(&origin, r.data, r.arg0, r.arg1 as u64);
             }
             Kind::TlsData => self.on_tls_data(r, &origin, out),
             Kind::TlsBios => self.mem_bios.learn(r),
@@ -556,6 +585,10 @@ impl<K: Kernel> Machine<K> {
         // Its copy of the parent's TLS contexts logs keys as theirs do.
         if self.key_loggers.contains(&parent) {
             self.key_loggers.insert(child);
+        }
+        // And its copy of the environment names the same key log file.
+        if self.key_files.contains(&parent) {
+            self.key_files.insert(child);
         }
     }
 
@@ -1050,7 +1083,8 @@ impl<K: Kernel> Machine<K> {
     /// hooked library runs, the connection waits for its keys, when they go into the capture
     /// (see `key_hold`). A connection is looked at once.
     fn first_payload(&mut self, r: &Record, id: ConnId) -> Option<Note> {
-        let hold = self.hold_for_keys && self.key_loggers.contains(&r.pid);
+        let hold = self.hold_for_keys
+            && (self.key_loggers.contains(&r.pid) || self.key_files.contains(&r.pid));
         let Some(Some(c)) = self.conns.get_mut(id) else {
             return None;
         };
@@ -1061,10 +1095,52 @@ impl<K: Kernel> Machine<K> {
         if !crate::tls::starts_client_hello(r.data) {
             return None;
         }
-        if c.tls && hold {
-            c.await_keys = Some(Awaited::default());
+        // What a key log file already gave of this session (read ahead of the ring) counts.
+        let mut awaited = Awaited::default();
+        if let Some(random) = key_hold::hello_random(r.data) {
+            let session = self.sessions.entry(random, r.pid);
+            session.pid = r.pid;
+            session.conn = Some(id);
+            awaited = session.logged;
+        }
+        if c.tls && hold && !awaited.done() {
+            c.await_keys = Some(awaited);
         }
         (!c.tls).then_some(Note::UnhookedTls)
+    }
+
+    /// Line `line` was read from a key log file named by process `pid` (one of those that name
+    /// it), stamped `now`: it goes to the outputs as a key of the process whose connection
+    /// carried its session's ClientHello, and when it completes that connection's keys, what
+    /// the connection holds follows it.
+    pub fn file_key(&mut self, pid: i32, line: &[u8], now: u64, out: &mut dyn PacketSink) {
+        let mut origin = Origin {
+            pid,
+            tid: 0,
+            fd: -1,
+            call: 0,
+            ts_ns: now,
+            note: None,
+        };
+        let Some(random) = key_hold::line_random(line) else {
+            out.tls_key(&origin, line);
+            return;
+        };
+        let session = self.sessions.entry(random, pid);
+        session.logged.logged(line);
+        origin.pid = session.pid;
+        let conn = session.conn;
+        out.tls_key(&origin, line);
+        let Some(id) = conn else { return };
+        if let Some(Some(Conn {
+            await_keys: Some(awaited),
+            ..
+        })) = self.conns.get_mut(id)
+        {
+            if awaited.random == random && awaited.logged(line) {
+                self.release_for_keys(id, now, out);
+            }
+        }
     }
 
     /// A recv that may be a handshake the program is about to write into an SSL object's read

@@ -10,6 +10,7 @@
 //! unfinished frame is skipped.
 
 pub mod contents;
+mod key_file;
 mod key_hold;
 pub mod machine;
 mod mem_bio;
@@ -75,6 +76,12 @@ impl PacketSink for Outputs {
     fn tls_key(&mut self, origin: &Origin, line: &[u8]) {
         Outputs::tls_key(self, origin, line)
     }
+    fn key_log_file(&mut self, origin: &Origin, path: &[u8], size: i64, inode: u64) {
+        self.watch_key_file(origin.pid, path, size, inode)
+    }
+    fn nss_without_keys(&mut self, origin: &Origin) {
+        Outputs::nss_without_keys(self, origin.pid)
+    }
 }
 
 /// How a run ended.
@@ -122,7 +129,10 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
                 ever = true;
             }
         }
-        let moved = merge(&region, &mut slots, &mut machine, &mut outputs);
+        let mut moved = merge(&region, &mut slots, &mut machine, &mut outputs);
+        // Keys the programs wrote to their key log files: before a process found gone releases
+        // what waits for them.
+        moved += read_key_files(&mut machine, &mut outputs);
         if last_liveness.elapsed() >= LIVENESS || moved == 0 {
             last_liveness = Instant::now();
             reap(&region, &mut slots, &mut machine, &mut outputs);
@@ -155,11 +165,28 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
             sleep_us = MIN_NAP_US;
         }
     }
+    read_key_files(&mut machine, &mut outputs);
     machine.finish(&mut outputs);
     Ended {
         status,
         report: outputs.close(),
     }
+}
+
+/// Give the machine the lines written to the key log files since the last look; returns how
+/// many.
+fn read_key_files(machine: &mut Machine<procfs::ProcFs>, outputs: &mut Outputs) -> usize {
+    let lines = outputs.read_key_files();
+    if lines.is_empty() {
+        return 0;
+    }
+    let now = crate::recorder::now_ns();
+    for (pid, line) in &lines {
+        machine.file_key(*pid, line, now, outputs);
+    }
+    // Packets released meanwhile belong to no call's event.
+    outputs.take_frames();
+    lines.len()
 }
 
 /// Apply records in time order while that order is certain; returns how many were applied.
@@ -265,6 +292,12 @@ fn apply_head(
                 r.arg0 = i64::from(parent.pid);
             }
             outputs.learn_process(r.pid);
+        }
+        // A connection waiting for keys a key log file brings is released by the process's
+        // next call of another kind (a close, an exit): the file, written before that call,
+        // is read first.
+        if machine.holds_for_keys() {
+            read_key_files(machine, outputs);
         }
         // Packets written meanwhile belong to no call's event (a process found gone).
         outputs.take_frames();

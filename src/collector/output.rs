@@ -10,10 +10,12 @@
 //! TLS keys the libraries logged go, as lines of NSS's key log format, into pcapng Decryption
 //! Secrets Blocks (when the capture holds ciphertext: raw and both modes), each before the
 //! packets that need it, and into the `--keylog` file, opened at its first line by the same
-//! rules as a capture.
+//! rules as a capture. A line comes once to each: the same secret may come from our hook and
+//! from the key log file the program writes too (`key_file`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
+use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
@@ -57,6 +59,13 @@ pub struct Outputs {
     keylog: Option<File>,
     /// The key log could not be opened or written (said once; apart from the captures').
     keylog_refused: Vec<(OsString, u64)>,
+    /// Hashes of the key lines written, to the key log (capture key `None`) and to each
+    /// capture: eight bytes a line, however long the run.
+    keys_written: HashSet<(Option<i32>, u64)>,
+    /// The key log files the programs' environments name (`SSLKEYLOGFILE`).
+    key_files: super::key_file::KeyFiles,
+    /// NSS was seen without a key log file (said once).
+    nss_said: bool,
     /// Executables said to speak TLS through a library we do not hook (each said once).
     unhooked: Vec<OsString>,
     /// The per-socket event traces (`--events`).
@@ -131,6 +140,9 @@ impl Outputs {
             keylog_path: None,
             keylog: None,
             keylog_refused: Vec::new(),
+            keys_written: HashSet::new(),
+            key_files: Default::default(),
+            nss_said: false,
             unhooked: Vec::new(),
             traces: None,
             frames: Vec::new(),
@@ -260,11 +272,19 @@ impl Outputs {
         let mut text = Vec::with_capacity(line.len() + 1);
         text.extend_from_slice(line);
         text.push(b'\n');
-        self.log_key(&text);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        line.hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.keys_written.insert((None, hash)) {
+            self.log_key(&text);
+        }
         if !self.keys_in_capture {
             return;
         }
         let key = if self.per_process { origin.pid } else { 0 };
+        if !self.keys_written.insert((Some(key), hash)) {
+            return;
+        }
         match self.files.get_mut(&key) {
             Some(f) if !f.broken => synth::pcapng_secrets(&text, &mut f.buf),
             Some(_) => {}
@@ -276,6 +296,43 @@ impl Outputs {
             }
             None => {}
         }
+    }
+
+    /// Process `pid` names key log file `path`, of `size` bytes and inode `inode` at its load:
+    /// its new lines are read from now on ([`Outputs::read_key_files`]).
+    pub fn watch_key_file(&mut self, pid: i32, path: &[u8], size: i64, inode: u64) {
+        if !self.discard {
+            self.key_files.watch(pid, path, size, inode);
+        }
+    }
+
+    /// The key lines written to the watched key log files since the last call, each with the
+    /// process it is credited to.
+    pub fn read_key_files(&mut self) -> Vec<(i32, Vec<u8>)> {
+        if self.key_files.is_empty() {
+            return Vec::new();
+        }
+        self.key_files.read()
+    }
+
+    /// Process `pid` runs TLS through NSS and names no key log file: said once per run, with
+    /// what to do, when the capture holds its ciphertext.
+    pub fn nss_without_keys(&mut self, pid: i32) {
+        if self.nss_said || self.discard || !self.keys_in_capture && self.keylog_path.is_none() {
+            return;
+        }
+        self.nss_said = true;
+        let exe = self
+            .exe
+            .entry(pid)
+            .or_insert_with(|| procfs::exe_path(pid))
+            .clone();
+        eprintln!(
+            "netintercept: {} (pid {pid}) speaks TLS through NSS, which writes its keys only to \
+             the file SSLKEYLOGFILE names: run netintercept with --nss-keys, or set \
+             SSLKEYLOGFILE, for keys that decrypt its connections",
+            quoted(exe.as_bytes(), PATH_CHARS)
+        );
     }
 
     /// Append `text` (a line and its newline) to the key log file, opening it at the first.
