@@ -378,7 +378,7 @@ fn pcapng_comments_name_the_process_and_the_call() {
 }
 
 /// A CA, a leaf for 127.0.0.1 signed by it, and a fresh Firefox profile that trusts the CA.
-fn firefox_profile(dir: &Path, socket_process: bool) {
+pub(crate) fn firefox_profile(dir: &Path, socket_process: bool) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/firefox");
     let config = std::fs::read_to_string("/etc/ssl/openssl.cnf").unwrap_or_default()
         + &std::fs::read_to_string(fixtures.join("ca.cnf")).expect("ca.cnf");

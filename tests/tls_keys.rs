@@ -623,3 +623,63 @@ fn a_key_from_the_hook_and_the_file_is_written_once() {
     let ours = std::fs::read_to_string(dir.join("ours.log")).expect("--keylog");
     assert_eq!(ours.lines().collect::<Vec<_>>(), curls);
 }
+
+/// Firefox (headless, its socket process on and off) with `--nss-keys` in raw mode: the pcapng of
+/// the process that spoke to the server decrypts alone, and holds only ciphertext.
+#[test]
+fn firefox_raw_pcapng_decrypts_with_nss_keys() {
+    for socket_process in [true, false] {
+        let dir = TempDir::new("keys-firefox");
+        crate::tls::firefox_profile(dir.path(), socket_process);
+        let port = support::free_port();
+        let _srv = s_server(dir.path(), "127.0.0.1", port);
+        let profile = dir.join("profile");
+        let url = format!("https://127.0.0.1:{port}/index.html");
+        let shot = dir.join("shot.png");
+        let (profile, shot) = (profile.to_string_lossy(), shot.to_string_lossy());
+        let out = cli_env(
+            dir.path(),
+            "raw",
+            &["-w", "ff-%p.pcapng", "--nss-keys"],
+            &[
+                "firefox-esr",
+                "--headless",
+                "--no-remote",
+                "--profile",
+                &profile,
+                "--screenshot",
+                &shot,
+                &url,
+            ],
+            &[
+                ("MOZ_CRASHREPORTER_DISABLE", OsStr::new("1")),
+                ("HOME", dir.path().as_os_str()),
+                ("TMPDIR", dir.path().as_os_str()),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("SSLKEYLOGFILE"), "{err}");
+        let mut decrypted = Vec::new();
+        for e in std::fs::read_dir(dir.path()).expect("dir") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "pcapng") {
+                let report = support::tshark::inspect(&p);
+                assert_eq!(
+                    (
+                        report.bad_checksums,
+                        report.analysis_flags,
+                        report.malformed
+                    ),
+                    (0, 0, 0),
+                    "{}",
+                    report.flagged
+                );
+                if tshark_gets(&p, &[]).trim() == "/index.html" {
+                    assert!(!payloads(&p).contains(GET_HEX), "ciphertext only");
+                    decrypted.push(p);
+                }
+            }
+        }
+        assert_eq!(decrypted.len(), 1, "socket process {socket_process}: {err}");
+    }
+}
