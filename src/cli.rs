@@ -150,6 +150,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         "NETINTERCEPT_FILTER" if args.filter.is_some() => args.filter.clone(),
         "NETINTERCEPT_KEYLOG" if args.keylog.is_some() => args.keylog.clone(),
         "NETINTERCEPT_EVENTS" if args.events.is_some() => args.events.clone(),
+        "NETINTERCEPT_FOLLOW" if args.no_follow => Some("0".into()),
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {

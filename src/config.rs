@@ -44,13 +44,18 @@ pub enum Problem {
     BadFormat(String),
     /// A variable nothing reads any more: said once, then the run goes on.
     Ignored(String),
+    /// A value that means nothing: said once, then the run goes on with the default.
+    Defaulted(String),
 }
 
 impl Problem {
     /// The line to print (after `netintercept: `).
     pub fn line(&self) -> &str {
         match self {
-            Problem::BadFilter(l) | Problem::BadFormat(l) | Problem::Ignored(l) => l,
+            Problem::BadFilter(l)
+            | Problem::BadFormat(l)
+            | Problem::Ignored(l)
+            | Problem::Defaulted(l) => l,
         }
     }
 }
@@ -93,6 +98,9 @@ impl Config {
                 }
             },
         };
+        if let Err(line) = follow(lookup("NETINTERCEPT_FOLLOW").as_deref()) {
+            problems.push(Problem::Defaulted(line));
+        }
         if let Some(v) = var("NETINTERCEPT_FLUSH_MS") {
             problems.push(Problem::Ignored(format!(
                 "NETINTERCEPT_FLUSH_MS={} is ignored: packets reach the capture as the collector \
@@ -115,6 +123,26 @@ impl Config {
         self.problems
             .iter()
             .any(|p| matches!(p, Problem::BadFilter(_)))
+    }
+}
+
+/// Whether fork children and executed programs are traced, from `NETINTERCEPT_FOLLOW`: unset,
+/// empty, `1`, `yes` or `true` (any case) say yes, `0`, `no` or `false` no; anything else is the
+/// line that says so, and the default (yes) holds. Read by the library at load (which says
+/// nothing in the program) and by the collector (which says the line).
+pub fn follow(value: Option<&std::ffi::OsStr>) -> Result<bool, String> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(true);
+    };
+    let text = v.to_str().map(str::to_ascii_lowercase);
+    match text.as_deref() {
+        Some("1" | "yes" | "true") => Ok(true),
+        Some("0" | "no" | "false") => Ok(false),
+        _ => Err(format!(
+            "NETINTERCEPT_FOLLOW={} is not 0, no or false (child processes untraced) nor 1, yes \
+             or true: child processes are traced",
+            quoted(v.as_bytes(), VALUE_CHARS)
+        )),
     }
 }
 
@@ -145,6 +173,30 @@ mod tests {
             .map(|(k, v)| (k.to_string(), OsString::from_vec(v.to_vec())))
             .collect();
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn follow_values() {
+        let f = |v: &str| follow(Some(std::ffi::OsStr::new(v)));
+        assert_eq!(follow(None), Ok(true));
+        for yes in ["", "1", "yes", "true", "TRUE", "Yes"] {
+            assert_eq!(f(yes), Ok(true), "{yes}");
+        }
+        for no in ["0", "no", "false", "NO", "False"] {
+            assert_eq!(f(no), Ok(false), "{no}");
+        }
+        let c = config(&[("NETINTERCEPT_FOLLOW", b"maybe")]);
+        assert_eq!(
+            c.problems,
+            [Problem::Defaulted(
+                "NETINTERCEPT_FOLLOW='maybe' is not 0, no or false (child processes untraced) nor \
+                 1, yes or true: child processes are traced"
+                    .into()
+            )]
+        );
+        assert!(config(&[("NETINTERCEPT_FOLLOW", b"no")])
+            .problems
+            .is_empty());
     }
 
     #[test]

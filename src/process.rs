@@ -34,7 +34,9 @@ pub fn init() {
     let saved = sys::errno();
     // A panic in a hook is caught; its message must never reach the program's stderr.
     std::panic::set_hook(Box::new(|_| {}));
-    let follow = std::env::var("NETINTERCEPT_FOLLOW").map_or(true, |v| v != "0");
+    // A value that means nothing is said by the collector; here the default holds.
+    let follow =
+        crate::config::follow(std::env::var_os("NETINTERCEPT_FOLLOW").as_deref()).unwrap_or(true);
     recorder::FOLLOW.store(follow, Ordering::Relaxed);
     let events = std::env::var_os("NETINTERCEPT_EVENTS").is_some_and(|d| !d.is_empty());
     recorder::EVENTS.store(events, Ordering::Relaxed);

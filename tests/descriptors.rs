@@ -362,6 +362,54 @@ fn no_follow_leaves_children_untraced() {
     assert_eq!(sent, [b"parent".to_vec()]);
 }
 
+/// NETINTERCEPT_FOLLOW=no (bare LD_PRELOAD) leaves the child untraced as 0 does; a value that
+/// means nothing is said in one line by the CLI, and the child is traced.
+#[test]
+fn follow_values() {
+    let (_srv, port) = echo_server();
+    let child = format!(
+        "import socket; s=socket.create_connection(('127.0.0.1',{port})); s.sendall(b'kid'); s.recv(10); s.close()"
+    );
+    let script = format!(
+        "import subprocess, sys, socket\n{}\nsubprocess.run([sys.executable, '-c', {:?}], check=True)",
+        child.replace("kid", "parent"),
+        child
+    );
+    let sent = |cap: &std::path::Path| -> Vec<Vec<u8>> {
+        let ours = support::check_clean(cap);
+        let mut sent: Vec<_> = ours.to_port(port).iter().map(|d| d.bytes.clone()).collect();
+        sent.sort();
+        sent
+    };
+    let dir = TempDir::new("follow-no");
+    let cap = dir.join("no.pcap");
+    let mut cmd = support::traced(dir.path(), &cap, &support::python_exe(), &["-c", &script]);
+    support::run_ok(cmd.env("NETINTERCEPT_FOLLOW", "no"), LIMIT);
+    assert_eq!(sent(&cap), [b"parent".to_vec()]);
+    let dir = TempDir::new("follow-bad");
+    let out = support::run_ok(
+        std::process::Command::new(support::cli())
+            .args(["-w", "bad.pcap", &support::python_exe(), "-c", &script])
+            .env("NETINTERCEPT_FOLLOW", "maybe")
+            .current_dir(dir.path()),
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("NETINTERCEPT_FOLLOW"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("netintercept: NETINTERCEPT_FOLLOW='maybe' is not"),
+        "{err}"
+    );
+    assert_eq!(
+        sent(&dir.join("bad.pcap")),
+        [b"kid".to_vec(), b"parent".to_vec()]
+    );
+}
+
 #[test]
 fn node_fetch_shows_the_clients_fin() {
     let dir = TempDir::new("node");

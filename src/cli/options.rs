@@ -211,7 +211,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "NETINTERCEPT_FOLLOW",
         option: Some("--no-follow"),
-        meaning: "0 leaves child processes untraced; default 1",
+        meaning: "0, no or false leave child processes untraced; 1, yes or true (the default) \
+                  trace them; any other value is said in one line, and they are traced",
     },
     Variable {
         name: "NETINTERCEPT_KEYLOG",

@@ -416,7 +416,7 @@ pub fn check(
     let refused = cfg.problems.iter().any(|p| match p {
         Problem::BadFilter(_) => true,
         Problem::BadFormat(_) => strict,
-        Problem::Ignored(_) => false,
+        Problem::Ignored(_) | Problem::Defaulted(_) => false,
     });
     if refused {
         return Err(Refused);
