@@ -2,7 +2,8 @@
 //!
 //! A file is opened at its first packet (a run that captured nothing leaves no file), never
 //! through a symlink, never a FIFO, block device or socket (opened non-blocking and checked
-//! before anything is written), never a file with other hard links or of another user. A
+//! before anything is written), never a file with other hard links or of another user; a name
+//! refused is tried once, and its packets counted as lost from then on. A
 //! character device (`/dev/null`) is the user's explicit choice and is written as it is: never
 //! created, never truncated. Buffers hold whole records only; a failed write is cut back to the
 //! last whole record, so a full disk still leaves a readable capture.
@@ -45,6 +46,9 @@ pub struct Outputs {
     exe: HashMap<i32, OsString>,
     /// Paths already reported as unwritable (said once), and how many packets each lost.
     refused: Vec<(OsString, u64)>,
+    /// The files (by key, as `files`) whose path was refused: tried once, never again, so a
+    /// capture never starts halfway through the run (and no open is made per packet).
+    refused_keys: HashMap<i32, OsString>,
     /// `-w -`: the one output is standard output.
     stdout: bool,
     /// Write nothing (a bad filter: a user who asked for less never gets more).
@@ -132,6 +136,7 @@ impl Outputs {
             files: HashMap::new(),
             exe: HashMap::new(),
             refused: Vec::new(),
+            refused_keys: HashMap::new(),
             stdout: pattern == "-",
             discard: false,
             keys_in_capture: false,
@@ -199,6 +204,10 @@ impl Outputs {
     /// image's start, so an exec replaces what was known.
     pub fn learn_process(&mut self, pid: i32) {
         self.exe.insert(pid, procfs::exe_path(pid));
+        if self.per_process {
+            // A new image (or a reused pid) may name another file (`%e`): it gets its own try.
+            self.refused_keys.remove(&pid);
+        }
     }
 
     /// Write one packet made by `origin`.
@@ -215,6 +224,10 @@ impl Outputs {
             }
         }
         let key = if self.per_process { origin.pid } else { 0 };
+        if let Some(path) = self.refused_keys.get(&key) {
+            lose(&mut self.refused, path.clone(), 1);
+            return;
+        }
         if !self.files.contains_key(&key) {
             let pid = origin.pid;
             self.exe.entry(pid).or_insert_with(|| procfs::exe_path(pid));
@@ -224,7 +237,8 @@ impl Outputs {
                     self.files.insert(key, f);
                 }
                 Err(path) => {
-                    lose(&mut self.refused, path, 1);
+                    lose(&mut self.refused, path.clone(), 1);
+                    self.refused_keys.insert(key, path);
                     return;
                 }
             }
@@ -636,5 +650,40 @@ fn open_capture(path: &OsStr) -> Result<(i32, bool), String> {
             sys::close(fd);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(pid: i32) -> Origin {
+        Origin {
+            pid,
+            tid: pid,
+            fd: 3,
+            call: 0,
+            ts_ns: 1,
+            note: None,
+        }
+    }
+
+    /// A refused path is tried once: once it could be written (the link removed), later packets
+    /// still do not start a capture halfway through the run, and each counts as lost.
+    #[test]
+    fn a_refused_path_is_tried_once() {
+        let dir = std::env::temp_dir().join(format!("ni-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("dir");
+        let path = dir.join("c.pcap");
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &path).expect("symlink");
+        let mut o = Outputs::new(path.as_os_str(), false, None, 0, 0);
+        o.packet(&origin(10), &[0x45; 20]);
+        std::fs::remove_file(&path).expect("link removed");
+        o.packet(&origin(10), &[0x45; 20]);
+        let report = o.close();
+        assert!(!path.exists() && !dir.join("elsewhere").exists());
+        assert_eq!(report.lost, [(path.into_os_string(), 2)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
