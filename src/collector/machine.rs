@@ -457,9 +457,7 @@ impl<K: Kernel> Machine<K> {
                         if matches!(c.proto, Proto::Tcp(_)) {
                             c.tls = true;
                             self.ssl.insert((pid, r.ssl), fd);
-                            if self.mode != Mode::Plain
-                                && crate::record::is_nss_call(r.call)
-                                && !self.key_files.contains(&pid)
+                            if crate::record::is_nss_call(r.call) && !self.key_files.contains(&pid)
                             {
                                 out.nss_without_keys(&origin);
                             }
@@ -2395,6 +2393,75 @@ mod tests {
             order(true, false),
             "ppkkpkp",
             "no library logs keys through us"
+        );
+    }
+
+    /// A ClientHello of 43 bytes whose client random is 32 bytes of 0xab.
+    const LONG_HELLO: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0x26, 0x01, 0x00, 0x00, 0x22, 0x03, 0x03, 0xab, 0xab, 0xab, 0xab,
+        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+        0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+    ];
+
+    /// A process whose environment names a key log file (NSS): its hooked client's handshake
+    /// waits for the file's lines of its session (matched by client random; another session's
+    /// lines do not count), and lines read before its ClientHello was applied count too.
+    #[test]
+    fn a_handshake_waits_for_its_key_log_files_lines() {
+        let random = "ab".repeat(32);
+        let line = |label: &str, random: &str| format!("{label} {random} 11").into_bytes();
+        let mut named = rec(Kind::KeyLogFile, 10, -1);
+        named.data = b"/tmp/keys.log";
+        let mut tls_fd = rec(Kind::TlsFd, 10, 3);
+        tls_fd.call = crate::record::call_id("PR_Connect");
+        tls_fd.ssl = 0x55;
+        let order = |named_file: bool, keys_first: bool| {
+            let mut m = Machine::new(Script::default(), Mode::Raw, 1);
+            m.hold_for_keys();
+            let mut out = Notes::default();
+            let mut records = vec![socket(10, 3, 7), connect(10, 3), tls_fd];
+            if named_file {
+                records.insert(0, named);
+            }
+            for r in &records {
+                m.apply(r, &mut out);
+            }
+            let mut key = |m: &mut Machine<Script>, label: &str, random: &str| {
+                m.file_key(10, &line(label, random), 5, &mut out)
+            };
+            if keys_first {
+                key(&mut m, "SERVER_TRAFFIC_SECRET_0", &random);
+                key(&mut m, "CLIENT_TRAFFIC_SECRET_0", &random);
+            }
+            let mut out = std::mem::take(&mut out);
+            m.apply(&send(10, 3, LONG_HELLO), &mut out);
+            m.apply(&recv(10, 3, b"server hello"), &mut out);
+            m.file_key(10, &line("SERVER_TRAFFIC_SECRET_0", &random), 6, &mut out);
+            m.file_key(
+                10,
+                &line("CLIENT_TRAFFIC_SECRET_0", &"cd".repeat(32)),
+                6,
+                &mut out,
+            );
+            m.apply(&send(10, 3, b"finished"), &mut out);
+            m.file_key(10, &line("CLIENT_TRAFFIC_SECRET_0", &random), 7, &mut out);
+            m.apply(&send(10, 3, b"GET"), &mut out);
+            out.order
+        };
+        assert_eq!(
+            order(true, false),
+            "pkkkppp",
+            "hello, the keys, then the rest"
+        );
+        assert_eq!(
+            order(false, false),
+            "ppkkpkp",
+            "no key log file: as it happened"
+        );
+        assert_eq!(
+            order(true, true),
+            "kkppkkpkp",
+            "its keys were in already: no wait"
         );
     }
 

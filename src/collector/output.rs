@@ -55,6 +55,8 @@ pub struct Outputs {
     discard: bool,
     /// Write TLS keys into pcapng captures (which then hold ciphertext).
     keys_in_capture: bool,
+    /// The captures hold ciphertext (raw and both modes), whatever their format.
+    ciphertext: bool,
     /// Keys not yet written to a capture because it is not open yet, with their process.
     pending_keys: Vec<(i32, Vec<u8>)>,
     pending_bytes: usize,
@@ -140,6 +142,7 @@ impl Outputs {
             stdout: pattern == "-",
             discard: false,
             keys_in_capture: false,
+            ciphertext: false,
             pending_keys: Vec::new(),
             pending_bytes: 0,
             keylog_path: None,
@@ -189,6 +192,7 @@ impl Outputs {
     /// a key log file.
     pub fn keys(mut self, in_capture: bool, keylog: Option<OsString>) -> Outputs {
         self.keys_in_capture = in_capture && self.pcapng;
+        self.ciphertext = in_capture;
         self.keylog_path = keylog;
         self
     }
@@ -330,9 +334,9 @@ impl Outputs {
     }
 
     /// Process `pid` runs TLS through NSS and names no key log file: said once per run, with
-    /// what to do, when the capture holds its ciphertext.
+    /// what to do, when the keys were wanted (a capture of ciphertext, or `--keylog`).
     pub fn nss_without_keys(&mut self, pid: i32) {
-        if self.nss_said || self.discard || !self.keys_in_capture && self.keylog_path.is_none() {
+        if self.nss_said || self.discard || !self.ciphertext && self.keylog_path.is_none() {
             return;
         }
         self.nss_said = true;
