@@ -28,6 +28,9 @@ pub struct Config {
     pub keylog: Option<OsString>,
     /// The folder of the per-socket event traces (`--events`, NETINTERCEPT_EVENTS), as given.
     pub events: Option<OsString>,
+    /// Also write each traced socket's packets beside its trace (`-c`,
+    /// NETINTERCEPT_EVENTS_PCAP=1; tcpsnitch's `-c`).
+    pub events_pcap: bool,
     /// What is wrong with the values, in the order found.
     pub problems: Vec<Problem>,
 }
@@ -100,12 +103,34 @@ impl Config {
                 quoted(v.as_bytes(), VALUE_CHARS)
             )));
         }
+        let events = var("NETINTERCEPT_EVENTS");
+        let events_pcap = match var("NETINTERCEPT_EVENTS_PCAP") {
+            None => false,
+            Some(v) if v == "0" => false,
+            Some(v) if v == "1" && events.is_some() => true,
+            Some(v) if v == "1" => {
+                problems.push(Problem::Ignored(
+                    "NETINTERCEPT_EVENTS_PCAP=1 (-c) is ignored without NETINTERCEPT_EVENTS \
+                     (--events DIR): the per-socket captures go beside the event traces"
+                        .to_string(),
+                ));
+                false
+            }
+            Some(v) => {
+                problems.push(Problem::Ignored(format!(
+                    "NETINTERCEPT_EVENTS_PCAP={} is ignored: it is 1 (per-socket captures) or 0",
+                    quoted(v.as_bytes(), VALUE_CHARS)
+                )));
+                false
+            }
+        };
         Self {
             file_pattern,
             filter,
             pcapng,
             keylog: var("NETINTERCEPT_KEYLOG"),
-            events: var("NETINTERCEPT_EVENTS"),
+            events,
+            events_pcap,
             problems,
         }
     }
