@@ -186,6 +186,33 @@ mod tests {
         assert!(c.pcapng && c.problems.is_empty());
     }
 
+    /// `-c`'s variable: 1 with an events folder; alone, or any other value, said and ignored.
+    #[test]
+    fn per_socket_pcaps_need_the_event_traces() {
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"1"),
+        ]);
+        assert!(c.events_pcap && c.problems.is_empty());
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"0"),
+        ]);
+        assert!(!c.events_pcap && c.problems.is_empty());
+        let c = config(&[("NETINTERCEPT_EVENTS_PCAP", b"1")]);
+        assert!(!c.events_pcap);
+        assert!(c.problems[0].line().contains("without NETINTERCEPT_EVENTS"));
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"yes"),
+        ]);
+        assert!(!c.events_pcap);
+        assert_eq!(
+            c.problems[0].line(),
+            "NETINTERCEPT_EVENTS_PCAP='yes' is ignored: it is 1 (per-socket captures) or 0"
+        );
+    }
+
     #[test]
     fn a_filter_that_is_not_text_is_a_bad_filter() {
         let c = config(&[("NETINTERCEPT_FILTER", b"udp\xff")]);

@@ -178,6 +178,15 @@ struct SockInfo {
     peer: Option<SocketAddr>,
 }
 
+impl Proc {
+    /// Socket `fd` is closed: the kernel drops it from every epoll set.
+    fn drop_from_epolls(&mut self, fd: i32) {
+        for set in self.epolls.values_mut() {
+            set.retain(|_, f| *f != fd);
+        }
+    }
+}
+
 impl SockTraces {
     /// Traces under `dir`, created at the first socket; `name_of` names a process's folder.
     pub fn new(dir: PathBuf, clock_offset_ns: i128, name_of: fn(i32) -> OsString) -> SockTraces {
@@ -307,7 +316,13 @@ impl SockTraces {
             // The number is free at once (another socket may take it); the event waits for
             // the call's result.
             Kind::Close => {
-                let sock = self.procs.get_mut(&pid).and_then(|p| p.socks.remove(&r.fd));
+                let sock = self.procs.get_mut(&pid).and_then(|p| {
+                    let sock = p.socks.remove(&r.fd);
+                    if sock.is_some() {
+                        p.drop_from_epolls(r.fd);
+                    }
+                    sock
+                });
                 if let Some(sock) = sock {
                     let held = (sock, Record { data: &[], ..*r }, frames.to_vec());
                     if let Some(earlier) = self.closing.insert((pid, r.tid), held) {
@@ -774,10 +789,7 @@ impl SockTraces {
         if let Some(mut s) = p.socks.remove(&fd) {
             flush(&mut s.file);
             flush_pcap(&mut s.pcap);
-            // The kernel drops a closed socket from every epoll set.
-            for set in p.epolls.values_mut() {
-                set.retain(|_, f| *f != fd);
-            }
+            p.drop_from_epolls(fd);
         }
     }
 
@@ -1605,6 +1617,64 @@ mod tests {
         assert!(
             log.contains("2 socket(s)") && !log.contains("ERROR"),
             "{log}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// epoll_wait's events reach the socket epoll_ctl registered their data for, until that
+    /// socket is closed (the kernel drops it from the set) or deleted.
+    #[test]
+    fn epoll_data_names_the_registered_socket() {
+        let dir = scratch("epoll");
+        let mut t = SockTraces::new(dir.clone(), 0, name);
+        t.apply(&socket(3), &[]);
+        t.apply(&socket(4), &[]);
+        let ctl = |fd: i32, op: i32, data: u64| {
+            let mut r = rec(Kind::EpollCtl, "epoll_ctl", fd, 0);
+            r.arg0 = i64::from(op) | 9 << 32;
+            r.arg1 = i64::from(libc::EPOLLIN);
+            r.ssl = data;
+            r
+        };
+        let wait = |datas: &[u64]| {
+            let mut bytes = Vec::new();
+            for &d in datas {
+                let e = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: d,
+                };
+                // SAFETY: epoll_event is plain data; its bytes are what the kernel writes.
+                bytes.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(
+                        &e as *const libc::epoll_event as *const u8,
+                        std::mem::size_of::<libc::epoll_event>(),
+                    )
+                });
+            }
+            bytes
+        };
+        t.apply(&ctl(3, libc::EPOLL_CTL_ADD, 77), &[]);
+        t.apply(&ctl(4, libc::EPOLL_CTL_ADD, 78), &[]);
+        let both = wait(&[77, 78, 79]);
+        let mut w = rec(Kind::EpollWait, "epoll_wait", 9, 3);
+        w.data = &both;
+        t.apply(&w, &[]);
+        t.apply(&rec(Kind::Close, "close", 3, 0), &[]);
+        t.apply(&ctl(4, libc::EPOLL_CTL_DEL, 0), &[]);
+        // A new socket with the closed one's number was never registered.
+        t.apply(&socket(3), &[]);
+        t.apply(&w, &[]);
+        t.finish();
+        let folder = dir.join("prog_000");
+        let waits = |file: &str| {
+            lines(&folder, file)
+                .iter()
+                .filter(|l| l.contains("epoll_wait"))
+                .count()
+        };
+        assert_eq!(
+            (waits("0.json"), waits("1.json"), waits("2.json")),
+            (1, 1, 0)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
