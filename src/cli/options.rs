@@ -57,8 +57,7 @@ pub struct Options {
     )]
     pub events: Option<OsString>,
 
-    /// With --events, also write each socket's packets to N.pcap beside its N.json, as
-    /// tcpsnitch's -c (sets NETINTERCEPT_EVENTS_PCAP=1)
+    /// Per-socket N.pcap beside each N.json, with --events (sets NETINTERCEPT_EVENTS_PCAP=1)
     #[arg(short = 'c', long = "events-pcap")]
     pub events_pcap: bool,
 
