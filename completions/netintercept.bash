@@ -23,7 +23,7 @@ _netintercept() {
 
     case "${cmd}" in
         netintercept)
-            opts="-w -f -q -h --no-follow --keylog --nss-keys --events --quiet --help"
+            opts="-w -f -c -q -h --no-follow --keylog --nss-keys --events --events-pcap --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

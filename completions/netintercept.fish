@@ -4,5 +4,6 @@ complete -c netintercept -l keylog -d 'Also write TLS keys to FILE, SSLKEYLOGFIL
 complete -c netintercept -l events -d 'Also write tcpsnitch-format traces per socket under DIR (sets NETINTERCEPT_EVENTS)' -r -f -a "(__fish_complete_directories)"
 complete -c netintercept -l no-follow -d 'Do not trace child processes (sets NETINTERCEPT_FOLLOW=0)'
 complete -c netintercept -l nss-keys -d 'Private SSLKEYLOGFILE for NSS\'s TLS keys, if unset (NSS keeps a descriptor open on it)'
+complete -c netintercept -s c -l events-pcap -d 'Per-socket N.pcap beside each N.json, with --events (sets NETINTERCEPT_EVENTS_PCAP=1)'
 complete -c netintercept -s q -l quiet -d 'Say nothing at the end of the run (errors and warnings are still said)'
 complete -c netintercept -s h -l help -d 'Print this help'

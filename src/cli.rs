@@ -151,6 +151,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         "NETINTERCEPT_KEYLOG" if args.keylog.is_some() => args.keylog.clone(),
         "NETINTERCEPT_EVENTS" if args.events.is_some() => args.events.clone(),
         "NETINTERCEPT_FOLLOW" if args.no_follow => Some("0".into()),
+        "NETINTERCEPT_EVENTS_PCAP" if args.events_pcap => Some("1".into()),
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
@@ -186,6 +187,9 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     if let Some(e) = &args.events {
         // The hooks record the calls only the traces need when this is set.
         cmd.env("NETINTERCEPT_EVENTS", e);
+    }
+    if args.events_pcap {
+        cmd.env("NETINTERCEPT_EVENTS_PCAP", "1");
     }
     if args.no_follow {
         cmd.env("NETINTERCEPT_FOLLOW", "0");

@@ -28,6 +28,9 @@ pub struct Config {
     pub keylog: Option<OsString>,
     /// The folder of the per-socket event traces (`--events`, NETINTERCEPT_EVENTS), as given.
     pub events: Option<OsString>,
+    /// Also write each traced socket's packets beside its trace (`-c`,
+    /// NETINTERCEPT_EVENTS_PCAP=1; tcpsnitch's `-c`).
+    pub events_pcap: bool,
     /// What is wrong with the values, in the order found.
     pub problems: Vec<Problem>,
 }
@@ -108,12 +111,34 @@ impl Config {
                 quoted(v.as_bytes(), VALUE_CHARS)
             )));
         }
+        let events = var("NETINTERCEPT_EVENTS");
+        let events_pcap = match var("NETINTERCEPT_EVENTS_PCAP") {
+            None => false,
+            Some(v) if v == "0" => false,
+            Some(v) if v == "1" && events.is_some() => true,
+            Some(v) if v == "1" => {
+                problems.push(Problem::Ignored(
+                    "NETINTERCEPT_EVENTS_PCAP=1 (-c) is ignored without NETINTERCEPT_EVENTS \
+                     (--events DIR): the per-socket captures go beside the event traces"
+                        .to_string(),
+                ));
+                false
+            }
+            Some(v) => {
+                problems.push(Problem::Ignored(format!(
+                    "NETINTERCEPT_EVENTS_PCAP={} is ignored: it is 1 (per-socket captures) or 0",
+                    quoted(v.as_bytes(), VALUE_CHARS)
+                )));
+                false
+            }
+        };
         Self {
             file_pattern,
             filter,
             pcapng,
             keylog: var("NETINTERCEPT_KEYLOG"),
-            events: var("NETINTERCEPT_EVENTS"),
+            events,
+            events_pcap,
             problems,
         }
     }
@@ -211,6 +236,33 @@ mod tests {
         let c = config(&[("NETINTERCEPT_FILE", b"caf\xe9-%p.pcapng")]);
         assert_eq!(c.file_pattern.as_bytes(), b"caf\xe9-%p.pcapng");
         assert!(c.pcapng && c.problems.is_empty());
+    }
+
+    /// `-c`'s variable: 1 with an events folder; alone, or any other value, said and ignored.
+    #[test]
+    fn per_socket_pcaps_need_the_event_traces() {
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"1"),
+        ]);
+        assert!(c.events_pcap && c.problems.is_empty());
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"0"),
+        ]);
+        assert!(!c.events_pcap && c.problems.is_empty());
+        let c = config(&[("NETINTERCEPT_EVENTS_PCAP", b"1")]);
+        assert!(!c.events_pcap);
+        assert!(c.problems[0].line().contains("without NETINTERCEPT_EVENTS"));
+        let c = config(&[
+            ("NETINTERCEPT_EVENTS", b"ev"),
+            ("NETINTERCEPT_EVENTS_PCAP", b"yes"),
+        ]);
+        assert!(!c.events_pcap);
+        assert_eq!(
+            c.problems[0].line(),
+            "NETINTERCEPT_EVENTS_PCAP='yes' is ignored: it is 1 (per-socket captures) or 0"
+        );
     }
 
     #[test]

@@ -332,6 +332,112 @@ pub fn on_fd_control(fd: i32, cmd: i64, arg: i64, ret: i32, errno: i32) {
     emit(&r);
 }
 
+/// Socket `fd` was in the set of a poll, ppoll, select or pselect that returned `ret` (>= 0):
+/// `asked` and `got` are its requested and returned events, `timeout` the call's (seconds,
+/// nanoseconds). Recorded for the event traces only.
+pub fn on_ready(fd: i32, ret: i32, asked: u16, got: u16, timeout: (i64, i64)) {
+    let mut r = rec(Kind::Ready, fd);
+    r.ret = ret as i64;
+    r.arg0 = i64::from(asked) | i64::from(got) << 16;
+    r.arg1 = timeout.0;
+    r.ssl = timeout.1 as u64;
+    emit(&r);
+}
+
+/// `epoll_ctl(epfd, op, fd, …)` on socket `fd` returned `ret` (with `errno`); `event` the
+/// events and data the kernel read (`None` when it read nothing).
+pub fn on_epoll_ctl(epfd: i32, op: i32, fd: i32, event: Option<(u32, u64)>, ret: i32, errno: i32) {
+    let mut r = rec(Kind::EpollCtl, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
+    r.arg0 = i64::from(op as u32) | i64::from(epfd) << 32;
+    if let Some((events, data)) = event {
+        r.arg1 = i64::from(events);
+        r.ssl = data;
+    }
+    emit(&r);
+}
+
+/// epoll_wait or epoll_pwait on `epfd` (timeout `timeout` ms) returned `events`, the array as
+/// the kernel filled it.
+pub fn on_epoll_wait(epfd: i32, timeout: i32, events: &[u8]) {
+    let mut r = rec(Kind::EpollWait, epfd);
+    r.ret = (events.len() / std::mem::size_of::<libc::epoll_event>()) as i64;
+    r.arg0 = timeout as i64;
+    recorder::emit(&r, events.len(), &events);
+}
+
+/// sockatmark, isfdtype (`arg` the type asked about) or fdopen (`mode` its mode) on socket
+/// `fd` returned `ret` (with `errno`).
+pub fn on_sock_call(fd: i32, arg: i64, mode: &[u8], ret: i32, errno: i32) {
+    let mut r = rec(Kind::SockCall, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
+    r.arg0 = arg;
+    recorder::emit(&r, mode.len(), &mode);
+}
+
+/// One message of a sendmmsg or recvmmsg, for [`on_mmsg`].
+pub struct MmsgEntry<'a> {
+    pub len: u32,
+    pub flags: i32,
+    pub control_len: usize,
+    /// The first control message's level and type.
+    pub first_cmsg: Option<(i32, i32)>,
+    pub iov: &'a [libc::iovec],
+}
+
+/// Words a [`Kind::Mmsg`] record holds at most (its timeout and its messages), on the stack.
+const MMSG_WORDS: usize = 512;
+
+/// A sendmmsg or recvmmsg on `fd` (`asked` messages, `flags`) returned `ret` (with `errno`):
+/// `timeout` is recvmmsg's, `messages` yields the messages the kernel handled.
+pub fn on_mmsg<'a>(
+    fd: i32,
+    asked: u32,
+    flags: i32,
+    ret: i32,
+    errno: i32,
+    timeout: (i64, i64),
+    messages: impl Iterator<Item = MmsgEntry<'a>>,
+) {
+    use crate::record::MMSG_SIZES;
+    let mut r = rec(Kind::Mmsg, fd);
+    r.ret = ret as i64;
+    r.errno = errno;
+    r.arg0 = i64::from(asked);
+    r.arg1 = i64::from(flags);
+    // One buffer on the stack, written word by word (hooks never allocate).
+    let mut bytes = [0u8; 8 * MMSG_WORDS];
+    let mut n = 0;
+    let mut push = |w: i64| {
+        bytes[n * 8..n * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+        n += 1;
+    };
+    push(timeout.0);
+    push(timeout.1);
+    let mut used = 2;
+    for m in messages {
+        let sizes = m.iov.len().min(MMSG_SIZES);
+        if used + 5 + sizes > MMSG_WORDS {
+            break;
+        }
+        used += 5 + sizes;
+        let cmsg = m.first_cmsg.map_or(0, |(level, ty)| {
+            (1u64 << 63 | u64::from(level as u32) | u64::from(ty as u32 & 0x7fff_ffff) << 32) as i64
+        });
+        push(i64::from(m.len));
+        push(i64::from(m.flags));
+        push(m.control_len as i64);
+        push(cmsg);
+        push(m.iov.len() as i64);
+        for v in &m.iov[..sizes] {
+            push(v.iov_len as i64);
+        }
+    }
+    recorder::emit(&r, used * 8, &&bytes[..used * 8]);
+}
+
 /// `getsockname` or `getpeername(fd)` returned `ret` (with `errno`).
 pub fn on_sockname(fd: i32, ret: i32, errno: i32) {
     let mut r = rec(Kind::SockName, fd);

@@ -119,7 +119,38 @@ pub enum Kind {
     /// and `arg1` its inode at load (-1 and 0 when it did not exist), so that the collector
     /// reads only the lines written since.
     KeyLogFile = 37,
+    /// Recorded only for event traces: poll, ppoll, select or pselect returned `ret` (never
+    /// negative: a failed call's sets are not read) and socket `fd` was in its set. `arg0`
+    /// holds the events asked for (bits 0-15) and those returned (16-31): POLL* bits for the
+    /// poll family; for the select family READ 1, WRITE 2, EXCEPT 4, of the returned sets
+    /// only (the sets asked for are gone when the call returns). `arg1` and `ssl` are the
+    /// timeout's seconds and nanoseconds (both 0 without one; for select, the time it left).
+    Ready = 38,
+    /// Recorded only for event traces: `epoll_ctl(arg0 >> 32, arg0 as op, fd, …)` on socket
+    /// `fd` returned `ret` (with `errno`); `arg1` the events asked for and `ssl` the data the
+    /// program gave (both 0 when the event was not read: a failure, or EPOLL_CTL_DEL).
+    EpollCtl = 39,
+    /// Recorded only for event traces: epoll_wait or epoll_pwait on epoll descriptor `fd`
+    /// returned `ret` > 0 events with timeout `arg0` (milliseconds); `data` is the array the
+    /// kernel filled (`struct epoll_event`, this machine's layout). The collector maps each
+    /// event's data back to a socket through the EpollCtl records; the hooks keep no table.
+    EpollWait = 40,
+    /// Recorded only for event traces: sockatmark, isfdtype (`arg0` the type asked about) or
+    /// fdopen (`data` its mode; `ret` 1 when it returned a stream, else 0) on socket `fd`
+    /// returned `ret` (with `errno`).
+    SockCall = 41,
+    /// Recorded only for event traces, after the Send or Recv records of the same sendmmsg or
+    /// recvmmsg on this thread: the call (`arg0` messages asked, `arg1` its flags) returned
+    /// `ret` (with `errno`). `data` is i64 words: recvmmsg's timeout (seconds, nanoseconds; 0
+    /// and 0 without one or for sendmmsg), then for each message the kernel handled: its
+    /// `msg_len`, its returned `msg_flags`, its control data's length, its first control
+    /// message (level in bits 0-31, type in 32-62, bit 63 set; 0 when none), its buffer count
+    /// and the sizes of its first ones (at most [`MMSG_SIZES`]).
+    Mmsg = 42,
 }
+
+/// The buffer sizes a [`Kind::Mmsg`] record keeps per message.
+pub const MMSG_SIZES: usize = 16;
 
 impl Kind {
     fn from_u16(v: u16) -> Option<Kind> {
@@ -158,6 +189,11 @@ impl Kind {
             35 => TlsKey,
             36 => TlsKeylog,
             37 => KeyLogFile,
+            38 => Ready,
+            39 => EpollCtl,
+            40 => EpollWait,
+            41 => SockCall,
+            42 => Mmsg,
             _ => return None,
         })
     }
@@ -403,6 +439,18 @@ pub const CALLS: &[&str] = &[
     "BIO_puts",
     "setsockopt",
     "ioctl",
+    "poll",
+    "__poll_chk",
+    "ppoll",
+    "__ppoll_chk",
+    "select",
+    "pselect",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "sockatmark",
+    "isfdtype",
+    "fdopen",
 ];
 
 /// The number of call `name` (0 when it is not in [`CALLS`]); usable in constants.

@@ -158,6 +158,19 @@ fn check_schema(events: &[Event]) {
             }
             "dup3" if e.details.contains("sock_info") => format!("O_CLOEXEC,newfd,{SOCK_INFO}"),
             "dup3" => "O_CLOEXEC,newfd".to_string(),
+            "poll" | "ppoll" => ready_keys(POLL),
+            "select" | "pselect" => ready_keys(SELECT),
+            "epoll_ctl" => format!("op,{}", flag_keys("requested_events", EPOLL)),
+            "epoll_wait" | "epoll_pwait" => {
+                format!("{},timeout", flag_keys("returned_events", EPOLL))
+            }
+            "sockatmark" | "fclose" => String::new(),
+            "isfdtype" => "fdtype".to_string(),
+            "fdopen" => "mode".to_string(),
+            "sendmmsg" => format!("bytes,{SEND_FLAGS},mmsghdr_count,mmsghdr_vec"),
+            "recvmmsg" => format!(
+                "bytes,{RECV_FLAGS},mmsghdr_count,mmsghdr_vec,timeout.nanoseconds,timeout.seconds"
+            ),
             other => panic!("unexpected event type {other}: {e:?}"),
         };
         assert_eq!(e.details, details, "{e:?}");
@@ -177,6 +190,55 @@ fn check_schema(events: &[Event]) {
     }
 }
 
+const POLL: &[&str] = &[
+    "POLLIN",
+    "POLLPRI",
+    "POLLOUT",
+    "POLLRDHUP",
+    "POLLERR",
+    "POLLHUP",
+    "POLLNVAL",
+];
+const SELECT: &[&str] = &["READ", "WRITE", "EXCEPT"];
+const EPOLL: &[&str] = &[
+    "EPOLLIN",
+    "EPOLLOUT",
+    "EPOLLRDHUP",
+    "EPOLLPRI",
+    "EPOLLERR",
+    "EPOLLHUP",
+    "EPOLLET",
+    "EPOLLONESHOT",
+    "EPOLLWAKEUP",
+];
+
+/// `prefix.NAME` for each name, sorted as the reader sorts key paths.
+fn flag_keys(prefix: &str, names: &[&str]) -> String {
+    let mut k: Vec<String> = names.iter().map(|n| format!("{prefix}.{n}")).collect();
+    k.sort();
+    k.join(",")
+}
+
+/// The details' key paths of poll and select events.
+fn ready_keys(names: &[&str]) -> String {
+    format!(
+        "{},{},timeout.nanoseconds,timeout.seconds",
+        flag_keys("requested_events", names),
+        flag_keys("returned_events", names)
+    )
+}
+
+/// One boolean per name, true for those in `set`, as Python writes sorted keys.
+fn flags_json(names: &[&str], set: &[&str]) -> String {
+    let mut n = names.to_vec();
+    n.sort();
+    let fields: Vec<String> = n
+        .iter()
+        .map(|f| format!("\"{f}\": {}", set.contains(f)))
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
 /// The calls that move data or the connection (the others set options and ask questions).
 fn packet_calls<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<&'a Event> {
     events
@@ -190,9 +252,10 @@ fn packet_calls<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<&'a Even
         .collect()
 }
 
-/// Each frame's TCP payload, by frame number.
+/// Each frame's TCP or UDP payload, by frame number.
 fn payloads(capture: &Path) -> HashMap<u32, Vec<u8>> {
-    support::tshark::fields(capture, "", &["frame.number", "tcp.payload"])
+    // A frame has one of the two (so a UDP datagram's bytes count too).
+    support::tshark::fields(capture, "", &["frame.number", "tcp.payload", "udp.payload"])
         .lines()
         .filter_map(|l| {
             let (n, hex) = l.split_once('\t')?;
@@ -765,4 +828,303 @@ fn an_inherited_socket_starts_with_ghost_socket() {
         .flat_map(|e| carried(e, &frames))
         .collect();
     assert_eq!(sent, b"after");
+}
+
+/// Runs readiness_calls traced with `--events DIR` and `extra` options or variables; returns
+/// the events. The program prints every call's result: the traced run must print the same.
+fn readiness_run(
+    t: &TempDir,
+    capture: &str,
+    extra: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Vec<Event> {
+    let exe = support::build_c(t.path(), "readiness_calls", "readiness_calls", &[], &[]);
+    let exe = exe.to_str().expect("utf-8 path");
+    let plain = support::run_ok(
+        &mut support::untraced(t.path(), exe, &[]),
+        Duration::from_secs(30),
+    );
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join(capture))
+        .arg("--events")
+        .arg(t.join("ev"));
+    for (k, v) in extra {
+        cmd.arg(k);
+        if !v.is_empty() {
+            cmd.arg(v);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["--", exe]);
+    let traced = support::run_ok(&mut cmd, Duration::from_secs(30));
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&plain.stdout),
+        "each call returns what it returns untraced"
+    );
+    let events = read_events(&t.join("ev"));
+    check_schema(&events);
+    no_error_logged(&t.join("ev"));
+    events
+}
+
+/// poll, ppoll, select, pselect, epoll_ctl, epoll_wait, epoll_pwait, sockatmark, isfdtype and
+/// fdopen on a loopback connection, and sendmmsg/recvmmsg between UDP sockets: one event per
+/// traced socket with tcpsnitch's keys and the values the calls had; a failed poll (its array
+/// unreadable) and the pipe in a poll set leave nothing.
+#[test]
+fn readiness_calls_are_traced_as_tcpsnitch_does() {
+    let t = TempDir::new("events-ready");
+    let events = readiness_run(&t, "r.pcap", &[], &[]);
+    let new_calls = |file: u32| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.file == file)
+            .filter(|e| {
+                matches!(
+                    e.ty.as_str(),
+                    "poll"
+                        | "ppoll"
+                        | "select"
+                        | "pselect"
+                        | "epoll_ctl"
+                        | "epoll_wait"
+                        | "epoll_pwait"
+                        | "sockatmark"
+                        | "isfdtype"
+                        | "fdopen"
+                        | "sendmmsg"
+                        | "recvmmsg"
+                )
+            })
+            .map(|e| format!("{} {} {} {}", e.ty, e.ret, e.errno, e.json))
+            .collect()
+    };
+    let poll = |asked: &[&str], got: &[&str], s: i64, ns: i64| {
+        format!(
+            r#"{{"requested_events": {}, "returned_events": {}, "timeout": {{"nanoseconds": {ns}, "seconds": {s}}}}}"#,
+            flags_json(POLL, asked),
+            flags_json(POLL, got)
+        )
+    };
+    let select = |set: &[&str], s: i64, ns: i64| {
+        format!(
+            r#"{{"requested_events": {}, "returned_events": {}, "timeout": {{"nanoseconds": {ns}, "seconds": {s}}}}}"#,
+            flags_json(SELECT, set),
+            flags_json(SELECT, set)
+        )
+    };
+    let ctl = |op: &str, asked: &[&str]| {
+        format!(
+            r#"{{"op": "{op}", "requested_events": {}}}"#,
+            flags_json(EPOLL, asked)
+        )
+    };
+    let wait = |got: &[&str], timeout: i64| {
+        format!(
+            r#"{{"returned_events": {}, "timeout": {timeout}}}"#,
+            flags_json(EPOLL, got)
+        )
+    };
+    // The client (1.json): registered under its own number.
+    assert_eq!(
+        new_calls(1),
+        [
+            format!(
+                "poll 1  {}",
+                poll(&["POLLOUT"], &["POLLOUT"], 1, 500_000_000)
+            ),
+            format!("select 1  {}", select(&["WRITE"], 0, 0)),
+            format!(
+                "epoll_ctl 0  {}",
+                ctl("EPOLL_CTL_ADD", &["EPOLLOUT", "EPOLLET"])
+            ),
+            format!("epoll_wait 2  {}", wait(&["EPOLLOUT"], 1500)),
+            format!("epoll_ctl 0  {}", ctl("EPOLL_CTL_DEL", &[])),
+            format!("epoll_ctl -1 ENOENT {}", ctl("EPOLL_CTL_MOD", &[])),
+            r#"fdopen 1  {"mode": "w"}"#.to_string(),
+        ]
+    );
+    // The accepted end (2.json): registered under data that is not its number.
+    assert_eq!(
+        new_calls(2),
+        [
+            format!(
+                "poll 1  {}",
+                poll(&["POLLIN", "POLLPRI"], &[], 1, 500_000_000)
+            ),
+            format!("ppoll 1  {}", poll(&["POLLIN"], &["POLLIN"], 1, 500)),
+            format!("pselect 1  {}", select(&["READ"], 3, 7)),
+            format!("epoll_ctl 0  {}", ctl("EPOLL_CTL_ADD", &["EPOLLIN"])),
+            format!("epoll_ctl -1 EEXIST {}", ctl("EPOLL_CTL_ADD", &[])),
+            format!("epoll_wait 2  {}", wait(&["EPOLLIN"], 1500)),
+            format!("epoll_pwait 1  {}", wait(&["EPOLLIN"], 0)),
+            "sockatmark 0  {}".to_string(),
+            r#"isfdtype 1  {"fdtype": 49152}"#.to_string(),
+            r#"fdopen 0 EINVAL {"mode": "x"}"#.to_string(),
+        ]
+    );
+    assert!(new_calls(0).is_empty(), "{:?}", new_calls(0));
+    // sendmmsg: one event for the call, one entry per message sent, the frames of all three.
+    let msg = |sent: i64, sizes: &str| {
+        format!(
+            r#"{{"msghdr": {{"control_data": [], "control_data_len": 0, "iovec": {{"iovec_count": {}, "iovec_sizes": [{sizes}]}}}}, "transmitted_bytes": {sent}}}"#,
+            sizes.split(", ").count()
+        )
+    };
+    let send_flags = flags_json(
+        &[
+            "MSG_CONFIRM",
+            "MSG_DONTROUTE",
+            "MSG_DONTWAIT",
+            "MSG_EOR",
+            "MSG_MORE",
+            "MSG_NOSIGNAL",
+            "MSG_OOB",
+        ],
+        &[],
+    );
+    assert_eq!(
+        new_calls(3),
+        [
+            format!(
+                r#"sendmmsg 3  {{"bytes": 10, "flags": {send_flags}, "mmsghdr_count": 3, "mmsghdr_vec": [{}, {}, {}]}}"#,
+                msg(3, "3"),
+                msg(6, "2, 4"),
+                msg(1, "1")
+            ),
+            format!(
+                r#"sendmmsg -1 EFAULT {{"bytes": 0, "flags": {send_flags}, "mmsghdr_count": 1, "mmsghdr_vec": []}}"#
+            ),
+        ]
+    );
+    let frames = payloads(&t.join("r.pcap"));
+    let sendmmsg = events
+        .iter()
+        .find(|e| e.ty == "sendmmsg")
+        .expect("sendmmsg");
+    assert_eq!(sendmmsg.frames.len(), 3, "{sendmmsg:?}");
+    assert_eq!(carried(sendmmsg, &frames), b"abcdefghij");
+    // recvmmsg: what came, and the time its timeout had left (the kernel writes it back).
+    let recv: Vec<&Event> = events.iter().filter(|e| e.ty == "recvmmsg").collect();
+    assert_eq!(recv.len(), 2, "{recv:?}");
+    assert_eq!((recv[0].file, recv[0].ret, recv[0].bytes), (4, 3, Some(48)));
+    let vec = format!(
+        r#""mmsghdr_count": 3, "mmsghdr_vec": [{}, {}, {}], "timeout": {{"nanoseconds": "#,
+        msg(3, "16"),
+        msg(6, "16"),
+        msg(1, "16")
+    );
+    assert!(recv[0].json.contains(&vec), "{}", recv[0].json);
+    let left = recv[0]
+        .json
+        .split(r#""seconds": "#)
+        .nth(1)
+        .and_then(|s| s.trim_end_matches("}}").parse::<i64>().ok());
+    assert!(matches!(left, Some(0..=5)), "{}", recv[0].json);
+    assert_eq!((recv[1].ret, recv[1].errno.as_str()), (-1, "EAGAIN"));
+    assert!(
+        recv[1].json.ends_with(
+            r#""mmsghdr_count": 1, "mmsghdr_vec": [], "timeout": {"nanoseconds": 0, "seconds": 0}}"#
+        ),
+        "{}",
+        recv[1].json
+    );
+    assert!(recv[1].json.contains(r#""MSG_DONTWAIT": true"#));
+    // Without -c, no socket capture is written.
+    let folder = t.join("ev").join("readiness_calls_000");
+    let pcaps = std::fs::read_dir(&folder)
+        .expect("folder")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pcap"))
+        })
+        .count();
+    assert_eq!(pcaps, 0);
+}
+
+/// Each frame's TCP flags and payload (TCP or UDP), as tshark reads them, by frame number.
+fn frame_signatures(capture: &Path) -> BTreeMap<u32, String> {
+    support::tshark::fields(
+        capture,
+        "",
+        &["frame.number", "tcp.flags", "tcp.payload", "udp.payload"],
+    )
+    .lines()
+    .filter_map(|l| {
+        let (n, rest) = l.split_once('\t')?;
+        Some((n.parse().ok()?, rest.to_string()))
+    })
+    .collect()
+}
+
+/// `-c` (here through NETINTERCEPT_EVENTS_PCAP=1): each socket's N.pcap, created 0600, holds
+/// exactly the packets its N.json lists, read cleanly by tshark, so its payload is the
+/// socket's sends and receives.
+#[test]
+fn per_socket_pcaps_hold_the_packets_of_their_trace() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("events-pcap");
+    let events = readiness_run(&t, "c.pcap", &[], &[("NETINTERCEPT_EVENTS_PCAP", "1")]);
+    let main = frame_signatures(&t.join("c.pcap"));
+    let folder = t.join("ev").join("readiness_calls_000");
+    let mut files: Vec<u32> = events.iter().map(|e| e.file).collect();
+    files.dedup();
+    assert_eq!(files, [0, 1, 2, 3, 4]);
+    for file in files {
+        let pcap = folder.join(format!("{file}.pcap"));
+        let mode = std::fs::metadata(&pcap)
+            .expect("N.pcap beside N.json")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", pcap.display());
+        let report = support::tshark::inspect(&pcap);
+        assert_eq!(
+            (report.malformed, report.bad_checksums),
+            (0, 0),
+            "{}",
+            pcap.display()
+        );
+        let listed: Vec<&String> = events
+            .iter()
+            .filter(|e| e.file == file)
+            .flat_map(|e| &e.frames)
+            .map(|f| main.get(f).expect("a listed frame is in the capture"))
+            .collect();
+        let own = frame_signatures(&pcap);
+        assert_eq!(report.packets, own.len());
+        assert_eq!(
+            own.values().collect::<Vec<_>>(),
+            listed,
+            "{}: the packets its trace lists, in order",
+            pcap.display()
+        );
+    }
+    // What the client and the UDP sender sent is what their captures carry.
+    let carried_by = |file: u32| -> Vec<u8> {
+        let frames: BTreeMap<u32, Vec<u8>> = payloads(&folder.join(format!("{file}.pcap")))
+            .into_iter()
+            .collect();
+        frames.into_values().flatten().collect()
+    };
+    // A send's bytes are its return value; sendmmsg's, its messages' sizes.
+    let sent = |file: u32| -> i64 {
+        events
+            .iter()
+            .filter(|e| e.file == file && e.success)
+            .map(|e| match e.ty.as_str() {
+                "send" => e.ret,
+                "sendmmsg" => e.bytes.unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(carried_by(1), b"helloworld");
+    assert_eq!(sent(1), 10);
+    assert_eq!(carried_by(3), b"abcdefghij");
+    assert_eq!(sent(3), 10);
 }

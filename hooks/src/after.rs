@@ -7,7 +7,7 @@
 //! program's error, never become our SIGSEGV. Each function takes the number of the call to name
 //! in its records (`call`), set only when something is recorded.
 
-use libc::{c_int, c_void, iovec, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
 use netintercept_core::events;
 use netintercept_core::recorder::IoVecs;
 
@@ -287,11 +287,12 @@ pub(crate) unsafe fn sendmmsg(
     call: u16,
     fd: c_int,
     msgs: *const mmsghdr,
+    vlen: c_uint,
     flags: c_int,
     ret: c_int,
     errno: c_int,
 ) {
-    if !events::is_tracked(fd) || msgs.is_null() {
+    if !events::is_tracked(fd) {
         return;
     }
     for i in 0..ret.max(0) as usize {
@@ -305,6 +306,63 @@ pub(crate) unsafe fn sendmmsg(
     }
     if ret < 0 {
         note(call, || events::on_io_error(fd, errno));
+    }
+    if events::events_on() {
+        // SAFETY: the kernel read (and set msg_len in) the first `ret` messages.
+        unsafe { mmsg(call, fd, msgs, vlen, flags, ret, errno, (0, 0)) };
+    }
+}
+
+/// The event trace's record of a sendmmsg or recvmmsg that returned `ret`: the messages the
+/// kernel handled (the first `ret`), after their own Send or Recv records.
+///
+/// # Safety
+/// The kernel just read or filled the first `ret` messages at `msgs`, their iovec arrays and
+/// their control data.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mmsg(
+    call: u16,
+    fd: c_int,
+    msgs: *const mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    ret: c_int,
+    errno: c_int,
+    timeout: (i64, i64),
+) {
+    let handled = (0..ret.max(0) as usize).map(|i| {
+        // SAFETY: per the contract.
+        let m = unsafe { &*msgs.add(i) };
+        let h = &m.msg_hdr;
+        // SAFETY: per the contract.
+        let iov = unsafe { iovecs(h.msg_iov, h.msg_iovlen) };
+        events::MmsgEntry {
+            len: m.msg_len,
+            flags: h.msg_flags,
+            control_len: h.msg_controllen,
+            // SAFETY: per the contract.
+            first_cmsg: unsafe { first_cmsg(h) },
+            iov,
+        }
+    });
+    note(call, || {
+        events::on_mmsg(fd, vlen, flags, ret, errno, timeout, handled)
+    });
+}
+
+/// The level and type of the first control message of `m`, if any.
+///
+/// # Safety
+/// The kernel just read or wrote `m`'s control data.
+unsafe fn first_cmsg(m: &msghdr) -> Option<(c_int, c_int)> {
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: CMSG_FIRSTHDR stays within msg_controllen bytes of msg_control, which the kernel
+    // read or wrote.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(m);
+        (!c.is_null()).then(|| ((*c).cmsg_level, (*c).cmsg_type))
     }
 }
 
@@ -386,15 +444,18 @@ pub(crate) unsafe fn recvmsg(
 ///
 /// # Safety
 /// The arguments are the caller's, just passed to recvmmsg(2).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn recvmmsg(
     call: u16,
     fd: c_int,
     msgs: *const mmsghdr,
+    vlen: c_uint,
     flags: c_int,
+    timeout: *const libc::timespec,
     ret: c_int,
     errno: c_int,
 ) {
-    if !events::is_tracked(fd) || msgs.is_null() {
+    if !events::is_tracked(fd) {
         return;
     }
     for i in 0..ret.max(0) as usize {
@@ -407,6 +468,96 @@ pub(crate) unsafe fn recvmmsg(
         note(call, || {
             events::on_receive_result(fd, -1, 0, errno, flags, &events::NOTHING, None)
         });
+    }
+    if events::events_on() && flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) == 0 {
+        // The timeout is read only after a success: the kernel read it (and wrote back the
+        // time left).
+        let tmo = if ret >= 0 {
+            // SAFETY: as above.
+            unsafe { timespec_at(timeout) }
+        } else {
+            (0, 0)
+        };
+        // SAFETY: the kernel filled the first `ret` messages.
+        unsafe { mmsg(call, fd, msgs, vlen, flags, ret, errno, tmo) };
+    }
+}
+
+/// A timespec the kernel just read as (seconds, nanoseconds); (0, 0) for none, as tcpsnitch
+/// writes it.
+///
+/// # Safety
+/// `t` is null or was just read by the kernel.
+pub(crate) unsafe fn timespec_at(t: *const libc::timespec) -> (i64, i64) {
+    if t.is_null() {
+        return (0, 0);
+    }
+    // SAFETY: per the contract.
+    let t = unsafe { std::ptr::read_unaligned(t) };
+    (t.tv_sec, t.tv_nsec)
+}
+
+/// poll or ppoll (call number `call`) returned `ret` >= 0 with `fds`: one record per tracked
+/// socket in the set, for the event traces.
+///
+/// # Safety
+/// `fds` is valid for `nfds` entries: the kernel just read and wrote them.
+pub(crate) unsafe fn poll(
+    call: u16,
+    fds: *const libc::pollfd,
+    nfds: libc::nfds_t,
+    ret: c_int,
+    timeout: (i64, i64),
+) {
+    if ret < 0 || fds.is_null() {
+        return;
+    }
+    for i in 0..nfds as usize {
+        // SAFETY: per the contract.
+        let p = unsafe { std::ptr::read(fds.add(i)) };
+        if events::is_tracked(p.fd) {
+            note(call, || {
+                events::on_ready(p.fd, ret, p.events as u16, p.revents as u16, timeout)
+            });
+        }
+    }
+}
+
+/// select or pselect (call number `call`) returned `ret` with the sets the kernel rewrote: one
+/// record per tracked socket they hold. The sets the caller asked with are overwritten by the
+/// call, and reading them before it could fault where the kernel says EFAULT: only what came
+/// back is known, and a descriptor comes back only in a set it was asked in.
+///
+/// # Safety
+/// Each set is null or holds `nfds` bits the kernel just wrote (the call returned > 0).
+pub(crate) unsafe fn select(
+    call: u16,
+    nfds: c_int,
+    sets: [*const libc::fd_set; 3],
+    ret: c_int,
+    timeout: (i64, i64),
+) {
+    if ret <= 0 {
+        return;
+    }
+    let bit = |set: *const libc::fd_set, fd: usize| -> bool {
+        if set.is_null() {
+            return false;
+        }
+        // SAFETY: per the contract, the set holds word fd / 64 (fd < nfds); the kernel's
+        // layout is an array of unsigned longs, bit fd % 64 of word fd / 64.
+        let word = unsafe { std::ptr::read_unaligned((set as *const u64).add(fd / 64)) };
+        word >> (fd % 64) & 1 == 1
+    };
+    for fd in 0..nfds.max(0) as usize {
+        let got = u16::from(bit(sets[0], fd))
+            | u16::from(bit(sets[1], fd)) << 1
+            | u16::from(bit(sets[2], fd)) << 2;
+        if got != 0 && events::is_tracked(fd as c_int) {
+            note(call, || {
+                events::on_ready(fd as c_int, ret, got, got, timeout)
+            });
+        }
     }
 }
 

@@ -374,7 +374,7 @@ hook!(REAL_SENDMMSG, fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
     let ret = unsafe { real(fd, msgs, vlen, flags) };
     let errno = sys::errno();
     // SAFETY: the arguments just passed to sendmmsg.
-    unsafe { after::sendmmsg(CALL, fd, msgs, flags, ret, errno) };
+    unsafe { after::sendmmsg(CALL, fd, msgs, vlen, flags, ret, errno) };
     ret
 });
 
@@ -602,7 +602,7 @@ hook!(REAL_RECVMMSG, fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, fl
     let ret = unsafe { real(fd, msgs, vlen, flags, timeout) };
     let errno = sys::errno();
     // SAFETY: the arguments just passed to recvmmsg.
-    unsafe { after::recvmmsg(CALL, fd, msgs, flags, ret, errno) };
+    unsafe { after::recvmmsg(CALL, fd, msgs, vlen, flags, timeout, ret, errno) };
     ret
 });
 
@@ -676,6 +676,165 @@ hook!(REAL_IOCTL, fn ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong
     if events::events_on() && events::is_tracked(fd) {
         let errno = sys::errno();
         record(|| events::on_fd_control(fd, request as i64, arg as i64, ret, errno));
+    }
+    ret
+});
+
+// ---- readiness: recorded for the event traces only ------------------------------------------
+//
+// None of these makes a packet. Without `--events` each costs one relaxed load; with it, the
+// caller's arrays are read only once the kernel accepted them (the call returned >= 0).
+
+/// poll's timeout in milliseconds as (seconds, nanoseconds); a negative one (forever) keeps
+/// its sign.
+fn poll_timeout(ms: c_int) -> (i64, i64) {
+    (i64::from(ms / 1000), i64::from(ms % 1000) * 1_000_000)
+}
+
+hook!(REAL_POLL, fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds, nfds, timeout) };
+    if events::events_on() {
+        // SAFETY: the arguments just passed to poll, which returned `ret`.
+        unsafe { after::poll(CALL, fds, nfds, ret, poll_timeout(timeout)) };
+    }
+    ret
+});
+
+// Fortified poll: the real __poll_chk keeps fortify's check (and aborts as the program
+// expects); it calls poll inside glibc, where no preload sees it.
+hook!(REAL_POLL_CHK, fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds, nfds, timeout, fdslen) };
+    if events::events_on() {
+        // SAFETY: the arguments just passed to __poll_chk, which returned `ret`.
+        unsafe { after::poll(CALL, fds, nfds, ret, poll_timeout(timeout)) };
+    }
+    ret
+});
+
+hook!(REAL_PPOLL, fn ppoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds, nfds, timeout, mask) };
+    if events::events_on() && ret >= 0 {
+        // SAFETY: ppoll succeeded: it read the timeout and read and wrote the array.
+        unsafe { after::poll(CALL, fds, nfds, ret, after::timespec_at(timeout)) };
+    }
+    ret
+});
+
+hook!(REAL_PPOLL_CHK, fn __ppoll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec, mask: *const libc::sigset_t, fdslen: size_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fds, nfds, timeout, mask, fdslen) };
+    if events::events_on() && ret >= 0 {
+        // SAFETY: __ppoll_chk succeeded: the timeout and the array were read and written.
+        unsafe { after::poll(CALL, fds, nfds, ret, after::timespec_at(timeout)) };
+    }
+    ret
+});
+
+hook!(REAL_SELECT, fn select(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *mut libc::timeval) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(nfds, r, w, e, timeout) };
+    if events::events_on() && ret > 0 {
+        // Linux writes the time left back into the timeout.
+        let left = if timeout.is_null() {
+            (0, 0)
+        } else {
+            // SAFETY: select succeeded, so it read and rewrote `*timeout`.
+            let t = unsafe { std::ptr::read_unaligned(timeout) };
+            (t.tv_sec, t.tv_usec * 1000)
+        };
+        // SAFETY: select succeeded: it rewrote `nfds` bits of each set given.
+        unsafe { after::select(CALL, nfds, [r, w, e].map(|s| s as *const _), ret, left) };
+    }
+    ret
+});
+
+hook!(REAL_PSELECT, fn pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(nfds, r, w, e, timeout, mask) };
+    if events::events_on() && ret > 0 {
+        // SAFETY: pselect succeeded: it read the timeout and rewrote `nfds` bits of each set.
+        unsafe {
+            let t = after::timespec_at(timeout);
+            after::select(CALL, nfds, [r, w, e].map(|s| s as *const _), ret, t)
+        };
+    }
+    ret
+});
+
+hook!(REAL_EPOLL_CTL, fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(epfd, op, fd, event) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        // The event is read only when the kernel did: a successful ADD or MOD.
+        let read = ret == 0 && op != libc::EPOLL_CTL_DEL && !event.is_null();
+        let ev = read.then(|| {
+            // SAFETY: epoll_ctl succeeded with this op, so it read `*event`.
+            let e = unsafe { std::ptr::read_unaligned(event) };
+            (e.events, e.u64)
+        });
+        record(|| events::on_epoll_ctl(epfd, op, fd, ev, ret, errno));
+    }
+    ret
+});
+
+/// The events an epoll_wait returned, as bytes (capped: a record has a bounded size).
+///
+/// # Safety
+/// `events` holds `ret` entries the kernel just wrote (when `ret` > 0).
+unsafe fn epoll_returned<'a>(events: *const libc::epoll_event, ret: c_int) -> &'a [u8] {
+    const MAX_EVENTS: usize = 1 << 14;
+    let n = (ret.max(0) as usize).min(MAX_EVENTS);
+    // SAFETY: per the contract.
+    unsafe {
+        bytes(
+            events as *const c_void,
+            n * std::mem::size_of::<libc::epoll_event>(),
+        )
+    }
+}
+
+hook!(REAL_EPOLL_WAIT, fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(epfd, events, max, timeout) };
+    if events::events_on() && ret > 0 {
+        // SAFETY: the kernel wrote `ret` events.
+        let got = unsafe { epoll_returned(events, ret) };
+        record(|| events::on_epoll_wait(epfd, timeout, got));
+    }
+    ret
+});
+
+hook!(REAL_EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(epfd, events, max, timeout, mask) };
+    if events::events_on() && ret > 0 {
+        // SAFETY: the kernel wrote `ret` events.
+        let got = unsafe { epoll_returned(events, ret) };
+        record(|| events::on_epoll_wait(epfd, timeout, got));
+    }
+    ret
+});
+
+hook!(REAL_SOCKATMARK, fn sockatmark(fd: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's argument unchanged.
+    let ret = unsafe { real(fd) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        record(|| events::on_sock_call(fd, 0, &[], ret, errno));
+    }
+    ret
+});
+
+hook!(REAL_ISFDTYPE, fn isfdtype(fd: c_int, fdtype: c_int) -> c_int, |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let ret = unsafe { real(fd, fdtype) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = sys::errno();
+        record(|| events::on_sock_call(fd, fdtype.into(), &[], ret, errno));
     }
     ret
 });

@@ -66,6 +66,35 @@ macro_rules! stdio_hook {
     };
 }
 
+// ---- fdopen: recorded for the event traces only ----------------------------------------------
+
+stdio_hook!(REAL_FDOPEN, fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE, or std::ptr::null_mut(), |real| {
+    // SAFETY: forwarding the caller's arguments unchanged.
+    let stream = unsafe { real(fd, mode) };
+    if events::events_on() && events::is_tracked(fd) {
+        let errno = netintercept_core::sys::errno();
+        // glibc's fdopen parses the mode before anything else (it fails with EINVAL on a bad
+        // one, and a bad pointer would have faulted there): having returned, it read it up to
+        // its NUL. A few characters are all a mode has.
+        let mut m = [0u8; 8];
+        let mut n = 0;
+        if !mode.is_null() {
+            while n < m.len() {
+                // SAFETY: glibc just read the mode up to its NUL.
+                let c = unsafe { *mode.add(n) } as u8;
+                if c == 0 {
+                    break;
+                }
+                m[n] = c;
+                n += 1;
+            }
+        }
+        let ret = i32::from(!stream.is_null());
+        record(|| events::on_sock_call(fd, 0, &m[..n], ret, errno));
+    }
+    stream
+});
+
 // ---- which streams ----------------------------------------------------------------------------
 
 /// glibc's `_IO_IS_FILEBUF` (libio/libio.h): the stream reads and writes a descriptor, as

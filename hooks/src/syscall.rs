@@ -360,7 +360,15 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
         },
         // SAFETY: the arguments of the system call that just ran.
         libc::SYS_sendmmsg => unsafe {
-            after::sendmmsg(CALL, fd, a[1] as *const mmsghdr, a[3] as c_int, new, errno)
+            after::sendmmsg(
+                CALL,
+                fd,
+                a[1] as *const mmsghdr,
+                a[2] as libc::c_uint,
+                a[3] as c_int,
+                new,
+                errno,
+            )
         },
         // SAFETY: the arguments of the system call that just ran.
         libc::SYS_readv => unsafe {
@@ -386,7 +394,16 @@ unsafe fn after(n: c_long, a: [c_long; 6], ret: c_long, errno: c_int) {
         },
         // SAFETY: the arguments of the system call that just ran.
         libc::SYS_recvmmsg => unsafe {
-            after::recvmmsg(CALL, fd, a[1] as *const mmsghdr, a[3] as c_int, new, errno)
+            after::recvmmsg(
+                CALL,
+                fd,
+                a[1] as *const mmsghdr,
+                a[2] as libc::c_uint,
+                a[3] as c_int,
+                a[4] as *const libc::timespec,
+                new,
+                errno,
+            )
         },
         libc::SYS_sendfile if ret > 0 && events::is_tracked(fd) => {
             // SAFETY: sendfile succeeded: the offset pointer is null or the kernel just wrote it.

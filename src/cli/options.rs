@@ -61,6 +61,10 @@ pub struct Options {
     )]
     pub events: Option<OsString>,
 
+    /// Per-socket N.pcap beside each N.json, with --events (sets NETINTERCEPT_EVENTS_PCAP=1)
+    #[arg(short = 'c', long = "events-pcap")]
+    pub events_pcap: bool,
+
     /// Say nothing at the end of the run (errors and warnings are still said)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -226,6 +230,12 @@ pub const VARIABLES: &[Variable] = &[
             "folder of the per-socket event traces (tcpsnitch's format): DIR/PROGRAM_NNN/N.json \
                   per process and socket, one call a line; when set as the program starts, the \
                   calls only the traces need are recorded too",
+    },
+    Variable {
+        name: "NETINTERCEPT_EVENTS_PCAP",
+        option: Some("-c"),
+        meaning: "1 also writes each traced socket's packets to DIR/PROGRAM_NNN/N.pcap beside \
+                  its N.json (tcpsnitch's -c); needs NETINTERCEPT_EVENTS; default 0",
     },
     Variable {
         name: "NETINTERCEPT_TLS",

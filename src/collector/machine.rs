@@ -213,7 +213,16 @@ impl<K: Kernel> Machine<K> {
         // Calls recorded for the event traces alone make no packet and decide nothing.
         if matches!(
             r.kind,
-            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl | Kind::Closed
+            Kind::SockOpt
+                | Kind::SockName
+                | Kind::IoVec
+                | Kind::FdControl
+                | Kind::Closed
+                | Kind::Ready
+                | Kind::EpollCtl
+                | Kind::EpollWait
+                | Kind::SockCall
+                | Kind::Mmsg
         ) {
             return;
         }
@@ -476,7 +485,16 @@ impl<K: Kernel> Machine<K> {
             Kind::TlsKeylog => {
                 self.key_loggers.insert(pid);
             }
-            Kind::SockOpt | Kind::SockName | Kind::IoVec | Kind::FdControl | Kind::Closed => {}
+            Kind::SockOpt
+            | Kind::SockName
+            | Kind::IoVec
+            | Kind::FdControl
+            | Kind::Closed
+            | Kind::Ready
+            | Kind::EpollCtl
+            | Kind::EpollWait
+            | Kind::SockCall
+            | Kind::Mmsg => {}
             Kind::TlsEof => {
                 let Some(&fd) = self.ssl.get(&(pid, r.ssl)) else {
                     return;

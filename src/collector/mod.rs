@@ -454,7 +454,11 @@ pub fn outputs(
         crate::tls::mode() != crate::tls::Mode::Plain,
         cfg.keylog.clone(),
     )
-    .events(cfg.events.clone(), realtime as i128 - mono as i128)
+    .events(
+        cfg.events.clone(),
+        cfg.events_pcap,
+        realtime as i128 - mono as i128,
+    )
 }
 
 /// How often the heartbeat is renewed while the collector is busy before its loop starts.

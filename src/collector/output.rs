@@ -78,6 +78,11 @@ pub struct Outputs {
     traces: Option<super::sock_trace::SockTraces>,
     /// Frame numbers of the packets written since the last [`Outputs::take_frames`].
     frames: Vec<u64>,
+    /// Each socket's packets also go to its own pcap (`-c`).
+    sock_pcaps: bool,
+    /// Packets of the record being applied, for the socket pcaps: (pid, fd, time, bytes). An
+    /// accept's or a dup's packets come before the trace of their socket exists.
+    sock_packets: Vec<(i32, i32, Duration, Vec<u8>)>,
 }
 
 struct File {
@@ -154,20 +159,34 @@ impl Outputs {
             unhooked: Vec::new(),
             traces: None,
             frames: Vec::new(),
+            sock_pcaps: false,
+            sock_packets: Vec::new(),
         }
     }
 
     /// Also write per-socket event traces under `dir` (records stamped on the monotonic clock,
     /// `clock_offset_ns` behind realtime).
-    pub fn events(mut self, dir: Option<OsString>, clock_offset_ns: i128) -> Outputs {
+    /// `pcaps`: each socket's packets also go beside its trace (`-c`).
+    pub fn events(mut self, dir: Option<OsString>, pcaps: bool, clock_offset_ns: i128) -> Outputs {
         self.traces = dir.map(|d| {
             super::sock_trace::SockTraces::new(d.into(), clock_offset_ns, procfs::exe_path)
+                .with_pcaps(pcaps)
         });
+        self.sock_pcaps = pcaps && self.traces.is_some();
         self
+    }
+
+    /// Give the traces the packets waiting for their socket's trace; `last`: those whose
+    /// socket never came are dropped (they belong to no traced socket).
+    fn deliver_sock_packets(&mut self, last: bool) {
+        let Some(t) = &mut self.traces else { return };
+        self.sock_packets
+            .retain(|(pid, fd, ts, bytes)| !t.packet(*pid, *fd, *ts, bytes) && !last);
     }
 
     /// The frame numbers of the packets written since the last call, and forget them.
     pub fn take_frames(&mut self) -> Vec<u64> {
+        self.deliver_sock_packets(true);
         std::mem::take(&mut self.frames)
     }
 
@@ -184,7 +203,22 @@ impl Outputs {
                 }
             }
             let frames = std::mem::take(&mut self.frames);
-            t.apply(r, &frames);
+            // An accept's packets (the handshake) are made on the listener's call but are the
+            // new connection's, whose trace lists them.
+            if r.kind == crate::record::Kind::Accept {
+                for p in &mut self.sock_packets {
+                    if (p.0, p.1) == (r.pid, r.fd) {
+                        p.1 = r.ret as i32;
+                    }
+                }
+            }
+            // Before the record (a close ends its socket's trace), then after it (an accept
+            // starts one).
+            self.deliver_sock_packets(false);
+            if let Some(t) = &mut self.traces {
+                t.apply(r, &frames);
+            }
+            self.deliver_sock_packets(true);
         }
     }
 
@@ -227,6 +261,12 @@ impl Outputs {
                 return;
             }
         }
+        let ts = (origin.ts_ns as i128 + self.clock_offset_ns).max(0) as u128;
+        let ts = Duration::from_nanos(ts.min(u64::MAX as u128) as u64);
+        if self.sock_pcaps {
+            self.sock_packets
+                .push((origin.pid, origin.fd, ts, bytes.to_vec()));
+        }
         let key = if self.per_process { origin.pid } else { 0 };
         if let Some(path) = self.refused_keys.get(&key) {
             lose(&mut self.refused, path.clone(), 1);
@@ -247,8 +287,6 @@ impl Outputs {
                 }
             }
         }
-        let ts = (origin.ts_ns as i128 + self.clock_offset_ns).max(0) as u128;
-        let ts = Duration::from_nanos(ts.min(u64::MAX as u128) as u64);
         let comment = self.pcapng.then(|| self.comment(origin));
         let Some(file) = self.files.get_mut(&key) else {
             return;
@@ -455,6 +493,7 @@ impl Outputs {
 
     /// Flush and close every file; says what was written and what was lost.
     pub fn close(&mut self) -> Report {
+        self.deliver_sock_packets(true);
         if let Some(t) = &mut self.traces {
             t.finish();
         }

@@ -14,6 +14,16 @@
 //! socket starts with a `forked_socket` event (`fake_call: true`). An accepted connection is a
 //! new trace whose first event is the `accept`.
 //!
+//! With `-c` (tcpsnitch's option), each socket's packets also go to a `<n>.pcap` beside its
+//! `<n>.json`: the packets the capture holds whose call was made on that socket.
+//!
+//! poll and ppoll give one event per traced socket in their set; select and pselect one per
+//! traced socket in their *returned* sets, with `requested_events` holding what those prove
+//! was asked (the sets asked with are overwritten by the call, and reading them before it
+//! could fault where the kernel returns EFAULT). epoll_wait's events name sockets through the
+//! data the program gave epoll_ctl: a socket registered with data another registration of the
+//! same epoll shares is not told apart.
+//!
 //! Nothing here runs in the traced program: the records are the ones the packets are made from.
 
 use std::collections::HashMap;
@@ -49,6 +59,11 @@ pub struct SockTraces {
     procs: HashMap<i32, Proc>,
     /// The directory could not be written (said once; the capture goes on).
     broken: bool,
+    /// Also write each socket's packets to `<n>.pcap` (`-c`).
+    pcaps: bool,
+    /// The frames of the sendmmsg or recvmmsg each thread is making, by (pid, tid): its Mmsg
+    /// record comes after the call's Send or Recv records and writes the one event.
+    mmsg_frames: HashMap<(i32, i32), Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -57,6 +72,9 @@ struct Proc {
     log: Option<BufWriter<File>>,
     next_index: u32,
     socks: HashMap<i32, Sock>,
+    /// Each epoll descriptor's registrations of our sockets: the data the program gave, and the
+    /// socket it stands for.
+    epolls: HashMap<i32, HashMap<u64, i32>>,
 }
 
 struct Sock {
@@ -64,6 +82,14 @@ struct Sock {
     index: u32,
     info: SockInfo,
     file: Option<TraceFile>,
+    /// Its packets (`-c`).
+    pcap: Option<PcapFile>,
+}
+
+/// A socket's `<n>.pcap`, opened only to append what is pending, as its trace.
+struct PcapFile {
+    path: PathBuf,
+    pending: Vec<u8>,
 }
 
 /// What an IoVec record said of a vectored call.
@@ -152,6 +178,15 @@ struct SockInfo {
     peer: Option<SocketAddr>,
 }
 
+impl Proc {
+    /// Socket `fd` is closed: the kernel drops it from every epoll set.
+    fn drop_from_epolls(&mut self, fd: i32) {
+        for set in self.epolls.values_mut() {
+            set.retain(|_, f| *f != fd);
+        }
+    }
+}
+
 impl SockTraces {
     /// Traces under `dir`, created at the first socket; `name_of` names a process's folder.
     pub fn new(dir: PathBuf, clock_offset_ns: i128, name_of: fn(i32) -> OsString) -> SockTraces {
@@ -165,7 +200,30 @@ impl SockTraces {
             next_folder: 0,
             procs: HashMap::new(),
             broken: false,
+            pcaps: false,
+            mmsg_frames: HashMap::new(),
         }
+    }
+
+    /// Also write each socket's packets beside its trace (`-c`).
+    pub fn with_pcaps(mut self, on: bool) -> SockTraces {
+        self.pcaps = on;
+        self
+    }
+
+    /// A packet made by a call on socket `fd` of `pid`, stamped `ts` since the Unix epoch: into
+    /// the socket's pcap. False when `fd` is not (or not yet) a traced socket of `pid`.
+    pub fn packet(&mut self, pid: i32, fd: i32, ts: std::time::Duration, bytes: &[u8]) -> bool {
+        let Some(sock) = self.procs.get_mut(&pid).and_then(|p| p.socks.get_mut(&fd)) else {
+            return false;
+        };
+        if let Some(f) = &mut sock.pcap {
+            synth::pcap_record(ts, bytes, &mut f.pending);
+            if f.pending.len() >= PENDING_MAX {
+                flush_pcap(&mut sock.pcap);
+            }
+        }
+        true
     }
 
     /// Process `pid` runs the executable `exe`, as learnt while it was alive (a short-lived
@@ -258,7 +316,13 @@ impl SockTraces {
             // The number is free at once (another socket may take it); the event waits for
             // the call's result.
             Kind::Close => {
-                let sock = self.procs.get_mut(&pid).and_then(|p| p.socks.remove(&r.fd));
+                let sock = self.procs.get_mut(&pid).and_then(|p| {
+                    let sock = p.socks.remove(&r.fd);
+                    if sock.is_some() {
+                        p.drop_from_epolls(r.fd);
+                    }
+                    sock
+                });
                 if let Some(sock) = sock {
                     let held = (sock, Record { data: &[], ..*r }, frames.to_vec());
                     if let Some(earlier) = self.closing.insert((pid, r.tid), held) {
@@ -298,10 +362,48 @@ impl SockTraces {
             Kind::NewFd => {
                 for fd in [r.ret, r.arg0] {
                     self.forget(pid, fd as i32);
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.epolls.remove(&(fd as i32));
+                    }
                 }
             }
             Kind::IoVec => {
                 self.vectors.insert((pid, r.tid), Vector::of(r));
+            }
+            // One event per message would not be tcpsnitch's: the call's Mmsg record writes it.
+            Kind::Send | Kind::Recv if matches!(event_type(r.call), "sendmmsg" | "recvmmsg") => {
+                self.vectors.remove(&(pid, r.tid));
+                self.mmsg_frames
+                    .entry((pid, r.tid))
+                    .or_default()
+                    .extend_from_slice(frames);
+            }
+            Kind::Mmsg => {
+                let mut all = self.mmsg_frames.remove(&(pid, r.tid)).unwrap_or_default();
+                all.extend_from_slice(frames);
+                if let Some(details) = mmsg_details(r) {
+                    let line = self.line(r, event_type(r.call), false, details, &all);
+                    self.write(pid, r.fd, &line);
+                }
+            }
+            Kind::Ready => {
+                if let Some(details) = ready_details(r) {
+                    let line = self.line(r, event_type(r.call), false, details, frames);
+                    self.write(pid, r.fd, &line);
+                }
+            }
+            Kind::EpollCtl => self.epoll_ctl(r, frames),
+            Kind::EpollWait => self.epoll_wait(r, frames),
+            Kind::SockCall => {
+                let details = match event_type(r.call) {
+                    "isfdtype" => vec![("fdtype", J::Int(r.arg0))],
+                    "fdopen" => {
+                        vec![("mode", J::Str(String::from_utf8_lossy(r.data).into_owned()))]
+                    }
+                    _ => Vec::new(),
+                };
+                let line = self.line(r, event_type(r.call), false, details, frames);
+                self.write(pid, r.fd, &line);
             }
             Kind::Connect
             | Kind::Bind
@@ -340,6 +442,7 @@ impl SockTraces {
         for p in self.procs.values_mut() {
             for s in p.socks.values_mut() {
                 flush(&mut s.file);
+                flush_pcap(&mut s.pcap);
             }
             if let Some(l) = &mut p.log {
                 let _ = l.flush();
@@ -367,6 +470,7 @@ impl SockTraces {
         let line = self.line(&close, event_type(close.call), false, Vec::new(), &frames);
         write_line(&mut sock.file, &line);
         flush(&mut sock.file);
+        flush_pcap(&mut sock.pcap);
     }
 
     /// The event of `r` on its descriptor's trace, when that is a socket of ours.
@@ -418,6 +522,64 @@ impl SockTraces {
             Kind::Connect if connecting && r.arg0 == i64::from(libc::AF_UNSPEC) => info.peer = None,
             Kind::Connect if connecting => info.peer = r.addr.or(info.peer),
             _ => {}
+        }
+    }
+
+    /// An epoll_ctl on one of our sockets: its event, and what epoll_wait will say of it.
+    fn epoll_ctl(&mut self, r: &Record, frames: &[u64]) {
+        let op = r.arg0 as u32 as i32;
+        let epfd = (r.arg0 >> 32) as i32;
+        if let Some(p) = self.procs.get_mut(&r.pid) {
+            if p.socks.contains_key(&r.fd) && r.ret == 0 {
+                let set = p.epolls.entry(epfd).or_default();
+                match op {
+                    libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+                        set.retain(|_, f| *f != r.fd);
+                        set.insert(r.ssl, r.fd);
+                    }
+                    _ => set.retain(|_, f| *f != r.fd),
+                }
+            }
+        }
+        let op_name = match op {
+            libc::EPOLL_CTL_ADD => "EPOLL_CTL_ADD".to_string(),
+            libc::EPOLL_CTL_MOD => "EPOLL_CTL_MOD".to_string(),
+            libc::EPOLL_CTL_DEL => "EPOLL_CTL_DEL".to_string(),
+            other => other.to_string(),
+        };
+        let details = vec![
+            ("op", J::Str(op_name)),
+            ("requested_events", epoll_events(r.arg1 as u32)),
+        ];
+        let line = self.line(r, event_type(r.call), false, details, frames);
+        self.write(r.pid, r.fd, &line);
+    }
+
+    /// An epoll_wait's events: one event on each of our sockets it named.
+    fn epoll_wait(&mut self, r: &Record, frames: &[u64]) {
+        const SIZE: usize = std::mem::size_of::<libc::epoll_event>();
+        let Some(set) = self.procs.get(&r.pid).and_then(|p| p.epolls.get(&r.fd)) else {
+            return;
+        };
+        let ready: Vec<(i32, u32)> = r
+            .data
+            .chunks_exact(SIZE)
+            .filter_map(|e| {
+                // `struct epoll_event`: the events, then the data (packed on x86-64, so at
+                // offset 4; at 8 elsewhere).
+                let events = u32::from_ne_bytes(e.get(..4)?.try_into().ok()?);
+                let data = u64::from_ne_bytes(e.get(SIZE - 8..)?.try_into().ok()?);
+                Some((*set.get(&data)?, events))
+            })
+            .collect();
+        for (fd, events) in ready {
+            let details = vec![
+                ("timeout", J::Int(r.arg0)),
+                ("returned_events", epoll_events(events)),
+            ];
+            let one = Record { fd, ..*r };
+            let line = self.line(&one, event_type(r.call), false, details, frames);
+            self.write(r.pid, fd, &line);
         }
     }
 
@@ -479,7 +641,19 @@ impl SockTraces {
                     .collect()
             })
             .unwrap_or_default();
-        self.procs.insert(child, Proc::default());
+        // The child shares its parent's epoll descriptors and their registrations.
+        let epolls = self
+            .procs
+            .get(&parent)
+            .map(|p| p.epolls.clone())
+            .unwrap_or_default();
+        self.procs.insert(
+            child,
+            Proc {
+                epolls,
+                ..Proc::default()
+            },
+        );
         // Until it executes another program, the child is its parent's.
         if let Some(n) = self.names.get(&parent).cloned() {
             self.names.entry(child).or_insert(n);
@@ -519,22 +693,30 @@ impl SockTraces {
         let p = self.procs.entry(pid).or_default();
         let index = p.next_index;
         p.next_index += 1;
-        let mut file = folder.and_then(|dir| {
+        let mut file = folder.as_ref().and_then(|dir| {
             let path = dir.join(format!("{index}.json"));
-            // Created now (never over an existing file), written when flushed.
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(_) => Some(TraceFile {
-                    path,
-                    pending: String::new(),
-                }),
-                Err(e) => {
-                    log(p, &format!("[ERROR] cannot create {}: {e}", path.display()));
-                    None
-                }
-            }
+            create(p, &path).then_some(TraceFile {
+                path,
+                pending: String::new(),
+            })
         });
         write_line(&mut file, &line);
-        p.socks.insert(fd, Sock { index, info, file });
+        let pcap = folder.filter(|_| self.pcaps).and_then(|dir| {
+            let path = dir.join(format!("{index}.pcap"));
+            create(p, &path).then(|| PcapFile {
+                path,
+                pending: synth::pcap_header(),
+            })
+        });
+        p.socks.insert(
+            fd,
+            Sock {
+                index,
+                info,
+                file,
+                pcap,
+            },
+        );
     }
 
     /// The folder of `pid`, made at its first socket (`None` when it cannot be).
@@ -572,6 +754,8 @@ impl SockTraces {
         let log_file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(folder.join("logs.txt"))
             .ok()
             .map(BufWriter::new);
@@ -599,13 +783,19 @@ impl SockTraces {
 
     /// Socket `fd` of `pid` is gone: its trace is complete.
     fn forget(&mut self, pid: i32, fd: i32) {
-        if let Some(mut s) = self.procs.get_mut(&pid).and_then(|p| p.socks.remove(&fd)) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if let Some(mut s) = p.socks.remove(&fd) {
             flush(&mut s.file);
+            flush_pcap(&mut s.pcap);
+            p.drop_from_epolls(fd);
         }
     }
 
     fn end_process(&mut self, pid: i32, why: &str) {
         self.vectors.retain(|&(p, _), _| p != pid);
+        self.mmsg_frames.retain(|&(p, _), _| p != pid);
         // A close whose result never came (its thread was killed): written as announced.
         let mut pending: Vec<(i32, i32)> = self
             .closing
@@ -624,6 +814,7 @@ impl SockTraces {
         };
         for s in p.socks.values_mut() {
             flush(&mut s.file);
+            flush_pcap(&mut s.pcap);
         }
         if p.folder.is_some() {
             let line = format!("[INFO] pid {pid}: {why}; {} socket(s) traced", p.next_index);
@@ -644,7 +835,12 @@ impl SockTraces {
         frames: &[u64],
     ) -> String {
         let usec = (r.ts_ns as i128 + self.clock_offset_ns).max(0) / 1000;
-        let success = r.ret >= 0;
+        // fdopen's return value is tcpsnitch's: 1 for a stream, 0 for none.
+        let success = if r.kind == Kind::SockCall && event_type(r.call) == "fdopen" {
+            r.ret != 0
+        } else {
+            r.ret >= 0
+        };
         let mut fields = vec![
             ("type", J::Str(ty.to_string())),
             ("timestamp_usec", J::Int(usec as i64)),
@@ -706,6 +902,8 @@ fn event_type(call: u16) -> &'static str {
         "__recvfrom_chk" => "recvfrom",
         "fcntl64" => "fcntl",
         "sendfile64" => "sendfile",
+        "__poll_chk" => "poll",
+        "__ppoll_chk" => "ppoll",
         name => name,
     }
 }
@@ -713,7 +911,6 @@ fn event_type(call: u16) -> &'static str {
 /// The `details` of a call on an existing socket, by tcpsnitch's keys (`None`: not an event).
 fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
     let ty = event_type(r.call);
-    let flag = |bit: i32| J::Bool(r.arg1 & i64::from(bit) != 0);
     Some(match r.kind {
         Kind::Connect => opt_addr(r.addr),
         // The address asked for, as tcpsnitch writes it (port 0 stays 0).
@@ -748,19 +945,8 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
             // What the call asked to send when the hook said, else what the kernel took.
             let bytes = if r.arg0 > 0 { r.arg0 } else { r.ret.max(0) };
             let mut d = vec![("bytes", J::Int(bytes))];
-            if matches!(ty, "send" | "sendto" | "sendmsg" | "sendmmsg") {
-                d.push((
-                    "flags",
-                    J::Obj(vec![
-                        ("MSG_CONFIRM", flag(libc::MSG_CONFIRM)),
-                        ("MSG_DONTROUTE", flag(libc::MSG_DONTROUTE)),
-                        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
-                        ("MSG_EOR", flag(libc::MSG_EOR)),
-                        ("MSG_MORE", flag(libc::MSG_MORE)),
-                        ("MSG_NOSIGNAL", flag(libc::MSG_NOSIGNAL)),
-                        ("MSG_OOB", flag(libc::MSG_OOB)),
-                    ]),
-                ));
+            if matches!(ty, "send" | "sendto" | "sendmsg") {
+                d.push(("flags", send_flags(r.arg1)));
             }
             if ty == "sendto" {
                 d.extend(opt_addr(r.addr));
@@ -769,7 +955,7 @@ fn details(r: &Record) -> Option<Vec<(&'static str, J)>> {
         }
         Kind::Recv => {
             let mut d = vec![("bytes", J::Int(r.arg0))];
-            if matches!(ty, "recv" | "recvfrom" | "recvmsg" | "recvmmsg") {
+            if matches!(ty, "recv" | "recvfrom" | "recvmsg") {
                 d.push(("flags", recv_flags(r.arg1)));
             }
             if ty == "recvfrom" {
@@ -1000,6 +1186,144 @@ fn ioctl_request_name(request: u64) -> String {
     name.to_string()
 }
 
+/// tcpsnitch's `{seconds, nanoseconds}` timeout.
+fn timeout_json(seconds: i64, nanoseconds: i64) -> J {
+    J::Obj(vec![
+        ("seconds", J::Int(seconds)),
+        ("nanoseconds", J::Int(nanoseconds)),
+    ])
+}
+
+/// The details of a poll, ppoll, select or pselect on one socket (a Ready record).
+fn ready_details(r: &Record) -> Option<Vec<(&'static str, J)>> {
+    let asked = r.arg0 as u16;
+    let got = (r.arg0 >> 16) as u16;
+    let events: fn(u16) -> J = match event_type(r.call) {
+        "poll" | "ppoll" => poll_events,
+        "select" | "pselect" => select_events,
+        _ => return None,
+    };
+    Some(vec![
+        ("timeout", timeout_json(r.arg1, r.ssl as i64)),
+        ("requested_events", events(asked)),
+        ("returned_events", events(got)),
+    ])
+}
+
+fn poll_events(bits: u16) -> J {
+    let bit = |b: i16| J::Bool(bits & b as u16 != 0);
+    J::Obj(vec![
+        ("POLLIN", bit(libc::POLLIN)),
+        ("POLLPRI", bit(libc::POLLPRI)),
+        ("POLLOUT", bit(libc::POLLOUT)),
+        ("POLLRDHUP", bit(libc::POLLRDHUP)),
+        ("POLLERR", bit(libc::POLLERR)),
+        ("POLLHUP", bit(libc::POLLHUP)),
+        ("POLLNVAL", bit(libc::POLLNVAL)),
+    ])
+}
+
+/// select's sets as the hooks record them: READ 1, WRITE 2, EXCEPT 4.
+fn select_events(bits: u16) -> J {
+    J::Obj(vec![
+        ("READ", J::Bool(bits & 1 != 0)),
+        ("WRITE", J::Bool(bits & 2 != 0)),
+        ("EXCEPT", J::Bool(bits & 4 != 0)),
+    ])
+}
+
+fn epoll_events(bits: u32) -> J {
+    let bit = |b: i32| J::Bool(bits & b as u32 != 0);
+    J::Obj(vec![
+        ("EPOLLIN", bit(libc::EPOLLIN)),
+        ("EPOLLOUT", bit(libc::EPOLLOUT)),
+        ("EPOLLRDHUP", bit(libc::EPOLLRDHUP)),
+        ("EPOLLPRI", bit(libc::EPOLLPRI)),
+        ("EPOLLERR", bit(libc::EPOLLERR)),
+        ("EPOLLHUP", bit(libc::EPOLLHUP)),
+        ("EPOLLET", bit(libc::EPOLLET)),
+        ("EPOLLONESHOT", bit(libc::EPOLLONESHOT)),
+        ("EPOLLWAKEUP", bit(libc::EPOLLWAKEUP)),
+    ])
+}
+
+/// tcpsnitch's details of sendmmsg and recvmmsg from an Mmsg record: `bytes` (the buffers'
+/// sizes of the messages the kernel handled), the flags, `mmsghdr_count` (the messages asked),
+/// `mmsghdr_vec` (one entry per message handled) and, for recvmmsg, the timeout.
+fn mmsg_details(r: &Record) -> Option<Vec<(&'static str, J)>> {
+    let ty = event_type(r.call);
+    let recv = match ty {
+        "sendmmsg" => false,
+        "recvmmsg" => true,
+        _ => return None,
+    };
+    let words: Vec<i64> = r
+        .data
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            i64::from_ne_bytes(b)
+        })
+        .collect();
+    let (seconds, nanoseconds) = (*words.first()?, *words.get(1)?);
+    let mut vec = Vec::new();
+    let mut bytes = 0i64;
+    let mut at = 2;
+    while let Some(head) = words.get(at..at + 5) {
+        let count = head[4];
+        let kept = (count.max(0) as usize).min(crate::record::MMSG_SIZES);
+        let Some(sizes) = words.get(at + 5..at + 5 + kept) else {
+            break;
+        };
+        at += 5 + kept;
+        bytes += sizes.iter().sum::<i64>();
+        let cmsg = head[3] as u64;
+        let v = Vector {
+            fd: r.fd,
+            count,
+            sizes: sizes.to_vec(),
+            control: head[2],
+            first_cmsg: (cmsg >> 63 == 1)
+                .then_some((cmsg as u32 as i32, (cmsg >> 32) as i32 & 0x7fff_ffff)),
+            msg_flags: head[1] as i32,
+        };
+        vec.push(J::Obj(vec![
+            ("transmitted_bytes", J::Int(head[0])),
+            ("msghdr", v.msghdr()),
+        ]));
+    }
+    let flags = if recv {
+        recv_flags(r.arg1)
+    } else {
+        send_flags(r.arg1)
+    };
+    let mut d = vec![
+        ("bytes", J::Int(bytes)),
+        ("flags", flags),
+        ("mmsghdr_count", J::Int(r.arg0)),
+        ("mmsghdr_vec", J::Arr(vec)),
+    ];
+    if recv {
+        d.push(("timeout", timeout_json(seconds, nanoseconds)));
+    }
+    Some(d)
+}
+
+/// tcpsnitch's send flags: one boolean per MSG_* flag a send takes.
+fn send_flags(bits: i64) -> J {
+    let flag = |bit: i32| J::Bool(bits & i64::from(bit) != 0);
+    J::Obj(vec![
+        ("MSG_CONFIRM", flag(libc::MSG_CONFIRM)),
+        ("MSG_DONTROUTE", flag(libc::MSG_DONTROUTE)),
+        ("MSG_DONTWAIT", flag(libc::MSG_DONTWAIT)),
+        ("MSG_EOR", flag(libc::MSG_EOR)),
+        ("MSG_MORE", flag(libc::MSG_MORE)),
+        ("MSG_NOSIGNAL", flag(libc::MSG_NOSIGNAL)),
+        ("MSG_OOB", flag(libc::MSG_OOB)),
+    ])
+}
+
 /// tcpsnitch's recv flags: one boolean per MSG_* flag a receive takes.
 fn recv_flags(bits: i64) -> J {
     let flag = |bit: i32| J::Bool(bits & i64::from(bit) != 0);
@@ -1063,6 +1387,42 @@ fn flush(file: &mut Option<TraceFile>) {
     }
 }
 
+/// Append a socket's pending packets; a file that cannot be written is given up.
+fn flush_pcap(file: &mut Option<PcapFile>) {
+    let Some(f) = file else { return };
+    if f.pending.is_empty() {
+        return;
+    }
+    let written = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&f.path)
+        .and_then(|mut out| out.write_all(&f.pending));
+    f.pending.clear();
+    if let Err(e) = written {
+        eprintln!(
+            "netintercept: cannot write socket capture {}: {e}",
+            quoted(f.path.as_os_str().as_bytes(), PATH_CHARS)
+        );
+        *file = None;
+    }
+}
+
+/// Create `path` for a trace or a socket's capture: new (never over an existing file or
+/// through a link), readable by its owner alone. Written when flushed.
+fn create(p: &mut Proc, path: &Path) -> bool {
+    let made = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    if let Err(e) = &made {
+        log(p, &format!("[ERROR] cannot create {}: {e}", path.display()));
+    }
+    made.is_ok()
+}
+
 fn log(p: &mut Proc, line: &str) {
     if let Some(l) = &mut p.log {
         let _ = writeln!(l, "{line}");
@@ -1075,6 +1435,7 @@ fn errno_name(e: i32) -> String {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
         libc::EINTR => "EINTR",
+        libc::EEXIST => "EEXIST",
         libc::EIO => "EIO",
         libc::EBADF => "EBADF",
         libc::EAGAIN => "EAGAIN",
@@ -1256,6 +1617,64 @@ mod tests {
         assert!(
             log.contains("2 socket(s)") && !log.contains("ERROR"),
             "{log}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// epoll_wait's events reach the socket epoll_ctl registered their data for, until that
+    /// socket is closed (the kernel drops it from the set) or deleted.
+    #[test]
+    fn epoll_data_names_the_registered_socket() {
+        let dir = scratch("epoll");
+        let mut t = SockTraces::new(dir.clone(), 0, name);
+        t.apply(&socket(3), &[]);
+        t.apply(&socket(4), &[]);
+        let ctl = |fd: i32, op: i32, data: u64| {
+            let mut r = rec(Kind::EpollCtl, "epoll_ctl", fd, 0);
+            r.arg0 = i64::from(op) | 9 << 32;
+            r.arg1 = i64::from(libc::EPOLLIN);
+            r.ssl = data;
+            r
+        };
+        let wait = |datas: &[u64]| {
+            let mut bytes = Vec::new();
+            for &d in datas {
+                let e = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: d,
+                };
+                // SAFETY: epoll_event is plain data; its bytes are what the kernel writes.
+                bytes.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(
+                        &e as *const libc::epoll_event as *const u8,
+                        std::mem::size_of::<libc::epoll_event>(),
+                    )
+                });
+            }
+            bytes
+        };
+        t.apply(&ctl(3, libc::EPOLL_CTL_ADD, 77), &[]);
+        t.apply(&ctl(4, libc::EPOLL_CTL_ADD, 78), &[]);
+        let both = wait(&[77, 78, 79]);
+        let mut w = rec(Kind::EpollWait, "epoll_wait", 9, 3);
+        w.data = &both;
+        t.apply(&w, &[]);
+        t.apply(&rec(Kind::Close, "close", 3, 0), &[]);
+        t.apply(&ctl(4, libc::EPOLL_CTL_DEL, 0), &[]);
+        // A new socket with the closed one's number was never registered.
+        t.apply(&socket(3), &[]);
+        t.apply(&w, &[]);
+        t.finish();
+        let folder = dir.join("prog_000");
+        let waits = |file: &str| {
+            lines(&folder, file)
+                .iter()
+                .filter(|l| l.contains("epoll_wait"))
+                .count()
+        };
+        assert_eq!(
+            (waits("0.json"), waits("1.json"), waits("2.json")),
+            (1, 1, 0)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
