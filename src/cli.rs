@@ -11,6 +11,7 @@ use crate::config;
 use crate::layout;
 use crate::quoted::{quoted, PATH_CHARS};
 
+mod backend;
 mod docs;
 mod options;
 mod summary;
@@ -106,6 +107,64 @@ fn warn_if_static(cmd: &Path) {
     }
 }
 
+/// Start the command under the system-call tracer; `Err` holds the exit code after a failure
+/// was said.
+fn trace(
+    args: &options::Options,
+    exe: Option<&Path>,
+    events: bool,
+    stdout_to_stderr: bool,
+    region: crate::ring::Region,
+) -> Result<crate::collector::Until, i32> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStringExt;
+    let name = args.command[0].to_string_lossy().into_owned();
+    let cstr = |b: Vec<u8>| CString::new(b).map_err(|_| ());
+    let Some(exe) = exe else {
+        eprintln!("netintercept: cannot run '{name}': No such file or directory");
+        return Err(127);
+    };
+    let argv: Result<Vec<CString>, ()> = args
+        .command
+        .iter()
+        .map(|a| cstr(a.as_bytes().to_vec()))
+        .collect();
+    let envp: Result<Vec<CString>, ()> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstr(kv)
+        })
+        .collect();
+    let (Ok(path), Ok(argv), Ok(envp)) = (cstr(exe.as_os_str().as_bytes().to_vec()), argv, envp)
+    else {
+        eprintln!("netintercept: cannot run '{name}': an argument holds a NUL byte");
+        return Err(2);
+    };
+    let spec = crate::tracer::Spec {
+        path,
+        argv,
+        envp,
+        stdout_to_stderr,
+        events,
+    };
+    match crate::tracer::launch(spec, region) {
+        Ok(running) => Ok(crate::collector::Until::Traced(running.status)),
+        Err(crate::tracer::LaunchError::Exec(e)) => {
+            eprintln!(
+                "netintercept: cannot run '{name}': {}",
+                std::io::Error::from_raw_os_error(e)
+            );
+            Err(if e == libc::ENOENT { 127 } else { 126 })
+        }
+        Err(crate::tracer::LaunchError::Tracer(line)) => {
+            eprintln!("netintercept: {line}");
+            Err(2)
+        }
+    }
+}
+
 /// Run the CLI with `argv` (without the program name); returns the exit status.
 pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let args = match options::parse(argv) {
@@ -154,7 +213,14 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
         return 2;
     };
-    warn_if_static(Path::new(&args.command[0]));
+    let exe = resolve(Path::new(&args.command[0]));
+    let (how, why) = backend::choose(args.backend, exe.as_deref());
+    if let Some(why) = why {
+        eprintln!("netintercept: {why}");
+    }
+    if how == options::Backend::Preload {
+        warn_if_static(Path::new(&args.command[0]));
+    }
     let pattern = cfg.file_pattern.clone();
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
@@ -202,25 +268,42 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         }
     }
     let outputs = crate::collector::outputs(&region, &cfg, filter);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&region_path);
-            eprintln!(
-                "netintercept: cannot run '{}': {e}",
-                args.command[0].to_string_lossy()
-            );
-            // As a shell says it: 127 not found, 126 found but not executable.
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+    let until = if how == options::Backend::Ptrace {
+        match trace(
+            &args,
+            exe.as_deref(),
+            cfg.events.is_some(),
+            pattern == "-",
+            region,
+        ) {
+            Ok(u) => u,
+            Err(code) => {
+                let _ = std::fs::remove_file(&region_path);
+                return code;
+            }
         }
+    } else {
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&region_path);
+                eprintln!(
+                    "netintercept: cannot run '{}': {e}",
+                    args.command[0].to_string_lossy()
+                );
+                // As a shell says it: 127 not found, 126 found but not executable.
+                return if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+            }
+        };
+        if let Some(line) = crate::tls::complaint() {
+            eprintln!("netintercept: {line}");
+        }
+        crate::collector::Until::Child(child)
     };
-    if let Some(line) = crate::tls::complaint() {
-        eprintln!("netintercept: {line}");
-    }
     // Like a shell waiting for a foreground job: the terminal's ^C and ^\ are for the program.
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe {
@@ -228,7 +311,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
     let mode = crate::tls::mode();
-    let ended = crate::collector::run(region, outputs, mode, crate::collector::Until::Child(child));
+    let ended = crate::collector::run(region, outputs, mode, until);
     let _ = std::fs::remove_file(&region_path);
     let Some(status) = ended.status else {
         eprintln!("netintercept: waiting for the program failed");

@@ -61,6 +61,12 @@ pub struct Options {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
+    /// How calls are seen: preload (a library inside the program), ptrace (system calls, from
+    /// outside: static and Go programs, DNS inside libc), or auto (ptrace for static and Go
+    /// programs, else preload)
+    #[arg(long = "backend", value_name = "HOW", value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+
     /// The program to run, and its arguments: everything from COMMAND on is the program's
     // Not `required`: clap's message for a missing one is several lines, ours is one (`parse`).
     #[arg(
@@ -70,6 +76,17 @@ pub struct Options {
         value_hint = ValueHint::CommandWithArguments
     )]
     pub command: Vec<OsString>,
+}
+
+/// Where the records come from (`--backend`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// ptrace for statically linked and Go programs, preload for the rest.
+    Auto,
+    /// The preload library: every libc call, TLS decrypted.
+    Preload,
+    /// The system-call tracer: every system call, whatever made it; TLS stays encrypted.
+    Ptrace,
 }
 
 /// What the command line means, or the one line that says why it means nothing.

@@ -19,6 +19,7 @@ pub mod sock_trace;
 pub mod spawn;
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use machine::{Machine, Origin, PacketSink};
@@ -41,6 +42,10 @@ pub enum Until {
     Child(std::process::Child),
     /// A detached collector: when no traced process remains (after at least one appeared).
     LastProcess,
+    /// The system-call tracer's command ([`crate::tracer`]): the run ends when the tracer has
+    /// reported the command's exit and no traced process remains. The tracer, not the kernel's
+    /// view of a pid, says when a process is gone (it ends each process's records with Exit).
+    Traced(std::sync::mpsc::Receiver<std::process::ExitStatus>),
 }
 
 struct SlotView {
@@ -97,9 +102,10 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut ever = false;
-    let mut child = match until {
-        Until::Child(c) => Some(c),
-        Until::LastProcess => None,
+    let (mut child, traced) = match until {
+        Until::Child(c) => (Some(c), None),
+        Until::LastProcess => (None, None),
+        Until::Traced(rx) => (None, Some(rx)),
     };
     let mut status = None;
     let started = Instant::now();
@@ -125,17 +131,35 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         let moved = merge(&region, &mut slots, &mut machine, &mut outputs);
         if last_liveness.elapsed() >= LIVENESS || moved == 0 {
             last_liveness = Instant::now();
-            reap(&region, &mut slots, &mut machine, &mut outputs);
+            reap(
+                &region,
+                &mut slots,
+                &mut machine,
+                &mut outputs,
+                traced.is_some(),
+            );
         }
         if let Some(c) = child.as_mut() {
             if status.is_none() {
                 status = c.try_wait().ok().flatten();
             }
         }
+        if let Some(rx) = traced.as_ref() {
+            if status.is_none() {
+                match rx.try_recv() {
+                    Ok(s) => status = Some(s),
+                    // The tracer is gone without a word (it cannot be: it always reports): end.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        status = Some(std::process::ExitStatus::from_raw(255 << 8))
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                }
+            }
+        }
         let over = slots.is_empty()
-            && match child {
-                Some(_) => status.is_some(),
-                None => ever || started.elapsed() > Duration::from_secs(10),
+            && match (&child, &traced) {
+                (Some(_), _) | (_, Some(_)) => status.is_some(),
+                (None, None) => ever || started.elapsed() > Duration::from_secs(10),
             };
         if over {
             // A fork child may not have claimed its slot yet when its parent is gone: wait a
@@ -311,6 +335,7 @@ fn reap(
     slots: &mut HashMap<u32, SlotView>,
     machine: &mut Machine<procfs::ProcFs>,
     outputs: &mut Outputs,
+    traced: bool,
 ) {
     let mut newest: HashMap<i32, u64> = HashMap::new();
     for v in slots.values() {
@@ -322,7 +347,10 @@ fn reap(
     for i in ids {
         let Some(v) = slots.get(&i) else { continue };
         let superseded = newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
-        let dead = if v.unresolved {
+        let dead = if traced {
+            // The tracer writes each process's Exit after it reaped it: the pid is gone first.
+            v.exited
+        } else if v.unresolved {
             // Its own pid is unknown: it is gone once it said so, or once its parent is (a
             // sandbox's pid namespace dies with its first process).
             v.exited
