@@ -23,7 +23,7 @@ _netintercept() {
 
     case "${cmd}" in
         netintercept)
-            opts="-w -f -q -h --no-follow --keylog --events --quiet --help"
+            opts="-w -f -q -h --no-follow --keylog --events --quiet --backend --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -71,6 +71,10 @@ _netintercept() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o plusdirs
                     fi
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto preload ptrace" -- "${cur}"))
                     return 0
                     ;;
                 *)

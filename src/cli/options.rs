@@ -61,9 +61,8 @@ pub struct Options {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
-    /// How calls are seen: preload (a library inside the program), ptrace (system calls, from
-    /// outside: static and Go programs, DNS inside libc), or auto (ptrace for static and Go
-    /// programs, else preload)
+    /// How calls are seen: a library in the program, or system calls by ptrace
+    // auto: ptrace for static and Go programs (no library can enter them), else preload.
     #[arg(long = "backend", value_name = "HOW", value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 
@@ -81,11 +80,11 @@ pub struct Options {
 /// Where the records come from (`--backend`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// ptrace for statically linked and Go programs, preload for the rest.
+    // ptrace for statically linked and Go programs, preload for the rest.
     Auto,
-    /// The preload library: every libc call, TLS decrypted.
+    // The preload library: every libc call, TLS decrypted.
     Preload,
-    /// The system-call tracer: every system call, whatever made it; TLS stays encrypted.
+    // The system-call tracer: every system call, whatever made it; TLS stays encrypted.
     Ptrace,
 }
 
