@@ -69,8 +69,8 @@ impl Process {
     /// Open `pid` for the tracer (`None` when the kernel has no pidfd_open: then sockets are
     /// known by their calls alone).
     pub fn open(pid: i32) -> Process {
-        // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_CLOEXEC) } as i32;
+        // SAFETY: pidfd_open takes a pid and flags (none: a pidfd is always close-on-exec); it returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
         Process { pid, pidfd: fd }
     }
 
