@@ -816,3 +816,361 @@ impl Calls<'_> {
         self.recv(nr, fd, got, errno, asked, flags, src, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracer::tracee::SockInfo;
+
+    /// A stopped process made of memory regions and sockets.
+    #[derive(Default)]
+    struct Fake {
+        mem: Vec<(u64, Vec<u8>)>,
+        socks: HashMap<i32, SockInfo>,
+    }
+
+    impl Tracee for Fake {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> usize {
+            for (base, bytes) in &self.mem {
+                if addr >= *base && addr < base + bytes.len() as u64 {
+                    let off = (addr - base) as usize;
+                    let n = buf.len().min(bytes.len() - off);
+                    buf[..n].copy_from_slice(&bytes[off..off + n]);
+                    return n;
+                }
+            }
+            0
+        }
+        fn socket(&self, fd: i32) -> Option<SockInfo> {
+            self.socks.get(&fd).copied()
+        }
+        fn file_bytes(&self, _: i32, _: i64, len: usize, out: &mut Vec<u8>) {
+            out.extend(std::iter::repeat_n(b'f', len));
+        }
+        fn file_offset(&self, _: i32) -> Option<i64> {
+            Some(0)
+        }
+    }
+
+    /// A record with its payload, kept.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        kind: Kind,
+        call: &'static str,
+        fd: i32,
+        ret: i64,
+        errno: i32,
+        arg0: i64,
+        arg1: i64,
+        addr: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        data: Vec<u8>,
+    }
+
+    fn seen(r: &Record) -> Seen {
+        Seen {
+            kind: r.kind,
+            call: CALLS[r.call as usize],
+            fd: r.fd,
+            ret: r.ret,
+            errno: r.errno,
+            arg0: r.arg0,
+            arg1: r.arg1,
+            addr: r.addr,
+            local: r.local,
+            data: r.data.to_vec(),
+        }
+    }
+
+    fn regs(nr: i64, args: &[u64]) -> Regs {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        Regs {
+            nr,
+            args: a,
+            ret: 0,
+        }
+    }
+
+    /// Run one call through entry and exit; `None` when the entry let it run unwatched.
+    fn call(fds: &mut Fds, t: &Fake, r: Regs, raw: i64) -> Option<Vec<Seen>> {
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        let mut c = Calls {
+            fds,
+            t,
+            pid: 1,
+            events: false,
+            scratch: &mut scratch,
+        };
+        let next = c.entry(&r, &mut |r| out.push(seen(r)));
+        match next {
+            Next::Run => {
+                assert!(out
+                    .iter()
+                    .all(|s| s.kind == Kind::Close || s.kind == Kind::CloseRange));
+                (!out.is_empty()).then_some(out)
+            }
+            Next::Exit(p) => {
+                c.exit(&p, raw, &mut |r| out.push(seen(r)));
+                Some(out)
+            }
+        }
+    }
+
+    const SIN: &[u8] = &[2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    fn addr(s: &str) -> Option<SocketAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn connect_send_recv_close_make_the_recorders_records() {
+        let mut fds = Fds::default();
+        fds.insert(3, Sock::Tcp);
+        let mut t = Fake::default();
+        t.mem.push((0x1000, SIN.to_vec()));
+        t.mem.push((0x2000, b"GET / HTTP/1.0\r\n\r\n".to_vec()));
+        t.mem.push((0x3000, b"HTTP/1.0 200 OK\r\n".to_vec()));
+        t.socks.insert(
+            3,
+            SockInfo {
+                local: addr("127.0.0.1:40000"),
+                ..SockInfo::default()
+            },
+        );
+        let connect = call(&mut fds, &t, regs(libc::SYS_connect, &[3, 0x1000, 16]), 0);
+        assert_eq!(
+            connect,
+            Some(vec![Seen {
+                kind: Kind::Connect,
+                call: "connect",
+                fd: 3,
+                ret: 0,
+                errno: 0,
+                arg0: libc::AF_INET as i64,
+                arg1: 0,
+                addr: addr("127.0.0.1:8080"),
+                local: addr("127.0.0.1:40000"),
+                data: vec![],
+            }])
+        );
+        let sent = call(&mut fds, &t, regs(libc::SYS_write, &[3, 0x2000, 18]), 18).expect("a send");
+        assert_eq!(
+            (
+                sent[0].kind,
+                sent[0].call,
+                sent[0].ret,
+                sent[0].arg0,
+                &sent[0].data[..]
+            ),
+            (Kind::Send, "write", 18, 18, &b"GET / HTTP/1.0\r\n\r\n"[..])
+        );
+        // recvfrom filled 17 of the 4096 bytes asked.
+        let got = call(
+            &mut fds,
+            &t,
+            regs(libc::SYS_recvfrom, &[3, 0x3000, 4096, 0, 0, 0]),
+            17,
+        )
+        .expect("a receive");
+        assert_eq!(
+            (
+                got[0].kind,
+                got[0].call,
+                got[0].ret,
+                got[0].arg0,
+                &got[0].data[..]
+            ),
+            (
+                Kind::Recv,
+                "recvfrom",
+                17,
+                4096,
+                &b"HTTP/1.0 200 OK\r\n"[..]
+            )
+        );
+        let close = call(&mut fds, &t, regs(libc::SYS_close, &[3]), 0).expect("a close");
+        assert_eq!((close[0].kind, close[0].fd), (Kind::Close, 3));
+        assert_eq!(fds.get(3), None, "the number is free again");
+        // The number no longer names a socket: its calls run unwatched.
+        assert_eq!(
+            call(&mut fds, &t, regs(libc::SYS_write, &[3, 0x2000, 18]), 18),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failed_call_reads_nothing_and_keeps_its_errno() {
+        let mut fds = Fds::default();
+        fds.insert(3, Sock::Tcp);
+        let t = Fake::default();
+        // EFAULT: the buffer was bad; nothing is read (the fake has no memory anyway).
+        let r = call(
+            &mut fds,
+            &t,
+            regs(libc::SYS_write, &[3, 0xdead, 10]),
+            -(libc::EFAULT as i64),
+        )
+        .expect("a send");
+        assert_eq!(
+            (r[0].ret, r[0].errno, r[0].data.len()),
+            (-1, libc::EFAULT, 0)
+        );
+        // A refused connect: the address was copied, so it is read.
+        let mut t = Fake::default();
+        t.mem.push((0x1000, SIN.to_vec()));
+        let r = call(
+            &mut fds,
+            &t,
+            regs(libc::SYS_connect, &[3, 0x1000, 16]),
+            -(libc::ECONNREFUSED as i64),
+        )
+        .expect("a connect");
+        assert_eq!(
+            (r[0].ret, r[0].errno, r[0].addr),
+            (-1, libc::ECONNREFUSED, addr("127.0.0.1:8080"))
+        );
+        // Interrupted and restarted by the kernel: the program never sees it, nor does the capture.
+        assert_eq!(
+            call(&mut fds, &t, regs(libc::SYS_read, &[3, 0, 10]), -512),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn sockets_dups_and_unwatched_descriptors() {
+        let mut fds = Fds::default();
+        let t = Fake::default();
+        let s = call(
+            &mut fds,
+            &t,
+            regs(
+                libc::SYS_socket,
+                &[
+                    libc::AF_INET6 as u64,
+                    libc::SOCK_DGRAM as u64 | libc::SOCK_CLOEXEC as u64,
+                    0,
+                ],
+            ),
+            5,
+        )
+        .expect("a socket");
+        assert_eq!((s[0].kind, s[0].ret), (Kind::Socket, 5));
+        assert_eq!(s[0].arg1 as u32 as i32 & 0xf, libc::SOCK_DGRAM);
+        assert_eq!((s[0].arg1 >> 32) as u16 as i32, libc::AF_INET6);
+        assert_eq!(fds.get(5), Some(Sock::Udp));
+        // A unix socket is not followed.
+        let u = call(
+            &mut fds,
+            &t,
+            regs(
+                libc::SYS_socket,
+                &[libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0],
+            ),
+            6,
+        );
+        assert_eq!(u, Some(vec![]));
+        assert_eq!(
+            call(&mut fds, &t, regs(libc::SYS_read, &[6, 0, 10]), 3),
+            None
+        );
+        // dup2 onto a socket number, from a file: the socket's number now names the file.
+        let d = call(&mut fds, &t, regs(libc::SYS_dup2, &[7, 5]), 5).expect("a dup");
+        assert_eq!((d[0].kind, d[0].fd, d[0].ret), (Kind::Dup, 7, 5));
+        assert_eq!(fds.get(5), None);
+        // fcntl(F_DUPFD) of a socket.
+        fds.insert(8, Sock::Tcp);
+        let d = call(
+            &mut fds,
+            &t,
+            regs(libc::SYS_fcntl, &[8, libc::F_DUPFD_CLOEXEC as u64, 10]),
+            10,
+        )
+        .expect("a dup");
+        assert_eq!((d[0].arg0, d[0].arg1), (libc::F_DUPFD_CLOEXEC as i64, 10));
+        assert_eq!(fds.get(10), Some(Sock::Tcp));
+        // close_range marking close-on-exec closes nothing.
+        assert_eq!(
+            call(
+                &mut fds,
+                &t,
+                regs(libc::SYS_close_range, &[0, u32::MAX as u64, 1 << 2]),
+                0
+            ),
+            None
+        );
+        let c = call(
+            &mut fds,
+            &t,
+            regs(libc::SYS_close_range, &[9, u32::MAX as u64, 0]),
+            0,
+        )
+        .expect("a close_range");
+        assert_eq!(
+            (c[0].kind, c[0].arg0, c[0].arg1),
+            (Kind::CloseRange, 9, u32::MAX as i64)
+        );
+        assert_eq!((fds.get(8), fds.get(10)), (Some(Sock::Tcp), None));
+    }
+
+    #[test]
+    fn messages_gather_their_vectors_and_carry_descriptors() {
+        let mut fds = Fds::default();
+        fds.insert(3, Sock::Udp);
+        let mut t = Fake::default();
+        // msghdr at 0x1000: name 0x2000 (16 bytes), iov 0x3000 x2, control 0x4000 (24 bytes).
+        let mut m = Vec::new();
+        for w in [0x2000u64, 16, 0x3000, 2, 0x4000, 24, 0] {
+            m.extend_from_slice(&w.to_ne_bytes());
+        }
+        t.mem.push((0x1000, m));
+        t.mem.push((0x2000, SIN.to_vec()));
+        let mut iov = Vec::new();
+        for w in [0x5000u64, 3, 0x6000, 10] {
+            iov.extend_from_slice(&w.to_ne_bytes());
+        }
+        t.mem.push((0x3000, iov));
+        t.mem.push((0x5000, b"abc".to_vec()));
+        t.mem.push((0x6000, b"defghijklm".to_vec()));
+        let mut cmsg = Vec::new();
+        cmsg.extend_from_slice(&20u64.to_ne_bytes());
+        cmsg.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        cmsg.extend_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
+        cmsg.extend_from_slice(&9i32.to_ne_bytes());
+        cmsg.extend_from_slice(&[0; 4]);
+        t.mem.push((0x4000, cmsg));
+        t.socks.insert(
+            9,
+            SockInfo {
+                inode: 77,
+                domain: libc::AF_INET,
+                ty: libc::SOCK_STREAM,
+                ..SockInfo::default()
+            },
+        );
+        let r = call(&mut fds, &t, regs(libc::SYS_recvmsg, &[3, 0x1000, 0]), 5).expect("records");
+        assert_eq!(
+            (r[0].kind, &r[0].data[..], r[0].addr),
+            (Kind::Recv, &b"abcde"[..], addr("127.0.0.1:8080"))
+        );
+        assert_eq!(r[0].arg0, 13, "the vector's room");
+        assert_eq!(r[1].kind, Kind::Received);
+        let mut pair = 9i64.to_ne_bytes().to_vec();
+        pair.extend_from_slice(&77u64.to_ne_bytes());
+        assert_eq!(r[1].data, pair);
+        assert_eq!(
+            fds.get(9),
+            Some(Sock::Tcp),
+            "the received socket is followed"
+        );
+        let s = call(&mut fds, &t, regs(libc::SYS_sendmsg, &[3, 0x1000, 0]), 13).expect("records");
+        assert_eq!(s[0].kind, Kind::Passed, "a followed socket passed on");
+        assert_eq!(s[0].data, 9i32.to_ne_bytes());
+        assert_eq!(
+            (s[1].kind, &s[1].data[..]),
+            (Kind::Send, &b"abcdefghijklm"[..])
+        );
+        assert_eq!(s[1].addr, addr("127.0.0.1:8080"));
+    }
+}
