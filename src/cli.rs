@@ -214,7 +214,17 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         return 2;
     };
     let exe = resolve(Path::new(&args.command[0]));
-    let (how, why) = backend::choose(args.backend, exe.as_deref());
+    let asked = match args.backend {
+        Some(b) => b,
+        None => match backend::from_env(std::env::var_os("NETINTERCEPT_BACKEND")) {
+            Ok(b) => b,
+            Err(line) => {
+                eprintln!("netintercept: {line}");
+                return 2;
+            }
+        },
+    };
+    let (how, why) = backend::choose(asked, exe.as_deref());
     if let Some(why) = why {
         eprintln!("netintercept: {why}");
     }

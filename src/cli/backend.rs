@@ -33,6 +33,22 @@ pub fn choose(asked: Backend, exe: Option<&Path>) -> (Backend, Option<String>) {
     )
 }
 
+/// `NETINTERCEPT_BACKEND`'s value (unset or empty: auto); `Err` holds the line to say.
+pub fn from_env(value: Option<std::ffi::OsString>) -> Result<Backend, String> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(Backend::Auto);
+    };
+    match v.as_encoded_bytes() {
+        b"auto" => Ok(Backend::Auto),
+        b"preload" => Ok(Backend::Preload),
+        b"ptrace" => Ok(Backend::Ptrace),
+        other => Err(format!(
+            "NETINTERCEPT_BACKEND {} is not auto, preload or ptrace",
+            crate::quoted::quoted(other, crate::quoted::PATH_CHARS)
+        )),
+    }
+}
+
 /// What the headers of an executable say.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Elf {
@@ -104,6 +120,15 @@ mod tests {
             Backend::Preload
         );
         assert_eq!(Elf::read(Path::new("/etc/passwd")), None);
+    }
+
+    #[test]
+    fn the_variable_names_a_backend_or_is_refused() {
+        assert_eq!(from_env(None), Ok(Backend::Auto));
+        assert_eq!(from_env(Some("".into())), Ok(Backend::Auto));
+        assert_eq!(from_env(Some("ptrace".into())), Ok(Backend::Ptrace));
+        let e = from_env(Some("strace\n".into())).expect_err("refused");
+        assert!(e.starts_with("NETINTERCEPT_BACKEND 'strace\\n'"), "{e}");
     }
 
     #[test]

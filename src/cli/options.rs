@@ -61,10 +61,10 @@ pub struct Options {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
-    /// How calls are seen: a library in the program, or system calls by ptrace
+    /// auto, preload (a library) or ptrace (system calls) (sets NETINTERCEPT_BACKEND)
     // auto: ptrace for static and Go programs (no library can enter them), else preload.
-    #[arg(long = "backend", value_name = "HOW", value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[arg(long = "backend", value_name = "HOW", value_enum)]
+    pub backend: Option<Backend>,
 
     /// The program to run, and its arguments: everything from COMMAND on is the program's
     // Not `required`: clap's message for a missing one is several lines, ours is one (`parse`).
@@ -237,6 +237,12 @@ pub const VARIABLES: &[Variable] = &[
             "folder of the per-socket event traces (tcpsnitch's format): DIR/PROGRAM_NNN/N.json \
                   per process and socket, one call a line; when set as the program starts, the \
                   calls only the traces need are recorded too",
+    },
+    Variable {
+        name: "NETINTERCEPT_BACKEND",
+        option: Some("--backend"),
+        meaning: "auto (default: the system-call tracer for statically linked and Go programs, \
+                  else the preload library), preload or ptrace; read by the CLI",
     },
     Variable {
         name: "NETINTERCEPT_TLS",
