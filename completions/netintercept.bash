@@ -23,7 +23,7 @@ _netintercept() {
 
     case "${cmd}" in
         netintercept)
-            opts="-w -f -q -h --no-follow --keylog --events --quiet --backend --help"
+            opts="-w -f -q -p -h --no-follow --keylog --events --quiet --backend --attach --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -75,6 +75,14 @@ _netintercept() {
                     ;;
                 --backend)
                     COMPREPLY=($(compgen -W "auto preload ptrace" -- "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -5,6 +5,7 @@ complete -c netintercept -l events -d 'Also write tcpsnitch-format traces per so
 complete -c netintercept -l backend -d 'auto, preload (a library) or ptrace (system calls) (sets NETINTERCEPT_BACKEND)' -r -f -a "auto\t''
 preload\t''
 ptrace\t''"
+complete -c netintercept -s p -l attach -d 'Trace running processes (comma-separated pids) by ptrace until ^C, instead of a COMMAND' -r
 complete -c netintercept -l no-follow -d 'Do not trace child processes (sets NETINTERCEPT_FOLLOW=0)'
 complete -c netintercept -s q -l quiet -d 'Say nothing at the end of the run (errors and warnings are still said)'
 complete -c netintercept -s h -l help -d 'Print this help'

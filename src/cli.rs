@@ -148,6 +148,7 @@ fn trace(
         envp,
         stdout_to_stderr,
         events,
+        follow: !args.no_follow && std::env::var_os("NETINTERCEPT_FOLLOW").is_none_or(|v| v != "0"),
     };
     match crate::tracer::launch(spec, region) {
         Ok(running) => Ok(crate::collector::Until::Traced(running.status)),
@@ -158,10 +159,80 @@ fn trace(
             );
             Err(if e == libc::ENOENT { 127 } else { 126 })
         }
-        Err(crate::tracer::LaunchError::Tracer(line)) => {
+        Err(
+            crate::tracer::LaunchError::Tracer(line) | crate::tracer::LaunchError::Attach(line),
+        ) => {
             eprintln!("netintercept: {line}");
             Err(2)
         }
+    }
+}
+
+/// `-p PID,…`: trace running processes until a detaching signal (or until they are gone),
+/// then write the capture and let them run on.
+fn attached(
+    args: &options::Options,
+    cfg: &config::Config,
+    filter: Option<crate::filter::Filter>,
+) -> i32 {
+    let (region_path, region) = match crate::collector::spawn::create_region() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netintercept: {e}");
+            return 2;
+        }
+    };
+    // SAFETY: getpid cannot fail.
+    region.set_collector_pid(unsafe { libc::getpid() });
+    let outputs = crate::collector::outputs(&region, cfg, filter);
+    crate::tracer::detach_on_signals();
+    let pids = args.attach.iter().map(|&p| p as i32).collect();
+    let running = match crate::tracer::attach(pids, region, cfg.events.is_some()) {
+        Ok(r) => r,
+        Err(
+            crate::tracer::LaunchError::Attach(line) | crate::tracer::LaunchError::Tracer(line),
+        ) => {
+            let _ = std::fs::remove_file(&region_path);
+            eprintln!("netintercept: {line}");
+            return 1;
+        }
+        Err(crate::tracer::LaunchError::Exec(_)) => return 1,
+    };
+    let mode = crate::tls::mode();
+    let ended = crate::collector::run(
+        region,
+        outputs,
+        mode,
+        crate::collector::Until::Traced(running.status),
+    );
+    let _ = std::fs::remove_file(&region_path);
+    report(args, cfg, &ended, mode);
+    0
+}
+
+/// The end-of-run block (unless `-q`).
+fn report(
+    args: &options::Options,
+    cfg: &config::Config,
+    ended: &crate::collector::Ended,
+    mode: crate::tls::Mode,
+) {
+    if args.quiet {
+        return;
+    }
+    for line in summary::lines(&ended.report, mode == crate::tls::Mode::Plain) {
+        eprintln!("netintercept: {line}");
+    }
+    // The key log is a file of its own, whatever the capture's name.
+    match (&ended.report.keylog, &cfg.keylog) {
+        (Some(f), _) => eprintln!(
+            "netintercept: TLS keys written to {}",
+            quoted(f.as_bytes(), PATH_CHARS)
+        ),
+        (None, Some(_)) if !ended.report.keylog_failed => {
+            eprintln!("netintercept: no TLS keys logged, no key log written")
+        }
+        _ => {}
     }
 }
 
@@ -213,6 +284,9 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
         return 2;
     };
+    if !args.attach.is_empty() {
+        return attached(&args, &cfg, filter);
+    }
     let exe = resolve(Path::new(&args.command[0]));
     let asked = match args.backend {
         Some(b) => b,
@@ -327,22 +401,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         eprintln!("netintercept: waiting for the program failed");
         return 2;
     };
-    if !args.quiet {
-        for line in summary::lines(&ended.report, mode == crate::tls::Mode::Plain) {
-            eprintln!("netintercept: {line}");
-        }
-        // The key log is a file of its own, whatever the capture's name.
-        match (&ended.report.keylog, &cfg.keylog) {
-            (Some(f), _) => eprintln!(
-                "netintercept: TLS keys written to {}",
-                quoted(f.as_bytes(), PATH_CHARS)
-            ),
-            (None, Some(_)) if !ended.report.keylog_failed => {
-                eprintln!("netintercept: no TLS keys logged, no key log written")
-            }
-            _ => {}
-        }
-    }
+    report(&args, &cfg, &ended, mode);
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))

@@ -26,6 +26,9 @@ pub enum Kind {
     Fork = 4,
     /// The process is leaving through `exit` or `_exit`: end what it holds.
     Exit = 5,
+    /// The tracer let the process go (`-p`, at ^C): it runs on, its connections open. Like
+    /// Exit, its records end here; unlike Exit, nothing of its is closed.
+    Detached = 6,
     /// `socket()` returned `ret`, an IPv4/IPv6 socket whose inode is `arg0`; `arg1` holds its
     /// type with flags (bits 0-31), its domain (32-47) and protocol (48-63).
     Socket = 10,
@@ -125,6 +128,7 @@ impl Kind {
             3 => Scanned,
             4 => Fork,
             5 => Exit,
+            6 => Detached,
             10 => Socket,
             11 => Connect,
             12 => Bind,

@@ -413,3 +413,130 @@ fn forking_server_is_captured() {
         .collect();
     assert_eq!(seen, want);
 }
+
+/// A client that keeps one connection and sends `tick N` on it every 50 ms, reading each echo.
+const TICKER: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+n = 0
+while True:
+    s.sendall(b"tick %d\n" % n)
+    s.recv(100)
+    n += 1
+    time.sleep(0.05)
+"#;
+
+/// An untraced echo server in this process that hands over each line it echoes, as it comes.
+fn line_echo() -> (u16, mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut buf = [0u8; 256];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            for line in text(&buf[..n]).lines() {
+                let _ = tx.send(line.to_string());
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// `-p PID`: a running client is attached to, its open connection shown from a synthesized
+/// handshake, and at SIGINT it is let go: it runs on, its later ticks reach the server but not
+/// the capture, and the capture does not pretend its connection closed.
+#[test]
+fn attach_to_a_running_client_and_detach() {
+    let Some(user) = test_user() else { return };
+    let dir = user_dir("tracer-attach", user);
+    std::fs::write(dir.join("ticker.py"), TICKER).expect("ticker.py");
+    let (port, lines) = line_echo();
+    let mut ticker = setpriv(user, dir.path())
+        .args(["/usr/bin/python3", "ticker.py", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("the ticker");
+    // setpriv execs python: the pid is the ticker's.
+    let pid = ticker.id().to_string();
+    let next = |what: &str| {
+        lines
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("{what}"))
+    };
+    for _ in 0..3 {
+        next("the ticker ticks");
+    }
+    let cap = dir.join("attach.pcapng");
+    let mut cli = setpriv(user, dir.path());
+    cli.arg(support::cli())
+        .args(["-p", &pid, "-w", cap.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let cli = cli.spawn().expect("the CLI");
+    // Ticks made while attached.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        next("ticks while attached");
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGINT) };
+    let out = cli.wait_with_output().expect("the CLI's end");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The ticker runs on: three more ticks after the CLI is gone.
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = next("ticks after the detach");
+    }
+    assert!(
+        ticker.try_wait().expect("ticker").is_none(),
+        "the ticker runs on"
+    );
+    let _ = ticker.kill();
+    let _ = ticker.wait();
+    // Our reader reads pcap: the same packets, without their comments.
+    let plain = dir.join("attach.pcap");
+    let converted = Command::new("editcap")
+        .args(["-F", "pcap"])
+        .arg(&cap)
+        .arg(&plain)
+        .status()
+        .expect("editcap (tshark's package) is installed");
+    assert!(converted.success());
+    let ours = support::check_clean(&plain);
+    let (to, from) = (ours.to_port(port), ours.sent_from_port(port));
+    assert_eq!(
+        (to.len(), from.len()),
+        (1, 1),
+        "the ticker's one connection"
+    );
+    assert!(
+        to[0].syn && !to[0].fin && !to[0].rst,
+        "open from a handshake, never closed"
+    );
+    let captured = text(&to[0].bytes);
+    assert_eq!(captured, text(&from[0].bytes), "every tick echoed");
+    let ticks: Vec<u64> = captured
+        .lines()
+        .map(|l| l.trim_start_matches("tick ").parse().expect("a tick"))
+        .collect();
+    assert!(ticks.len() >= 3, "{captured}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive: {captured}"
+    );
+    assert!(ticks[0] >= 3, "nothing from before the attach: {captured}");
+    let after: u64 = last.trim_start_matches("tick ").parse().expect("a tick");
+    assert!(
+        *ticks.last().expect("ticks") < after,
+        "nothing from after the detach"
+    );
+    let comments = crate::support::tshark::fields(&cap, "tcp.flags.syn == 1", &["frame.comment"]);
+    assert!(
+        comments.contains("synthesized: the connection was found already open"),
+        "{comments}"
+    );
+}

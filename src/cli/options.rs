@@ -13,7 +13,7 @@ use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser, Valu
 #[command(
     name = "netintercept",
     about = ABOUT,
-    override_usage = "netintercept [OPTIONS] [--] COMMAND [ARGS]..."
+    override_usage = "netintercept [OPTIONS] [--] COMMAND [ARGS]...\n       netintercept [OPTIONS] -p PID[,PID...]"
 )]
 pub struct Options {
     /// Capture file pattern, '-' for stdout (sets NETINTERCEPT_FILE; default netintercept.pcap)
@@ -66,6 +66,15 @@ pub struct Options {
     #[arg(long = "backend", value_name = "HOW", value_enum)]
     pub backend: Option<Backend>,
 
+    /// Trace running processes (comma-separated pids) by ptrace until ^C, instead of a COMMAND
+    #[arg(
+        short = 'p',
+        long = "attach",
+        value_name = "PID",
+        value_delimiter = ','
+    )]
+    pub attach: Vec<u32>,
+
     /// The program to run, and its arguments: everything from COMMAND on is the program's
     // Not `required`: clap's message for a missing one is several lines, ours is one (`parse`).
     #[arg(
@@ -117,9 +126,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Parsed {
         return Parsed::GenerateDocs(dir.clone());
     }
     match Options::from_arg_matches(&matches) {
-        Ok(o) if o.command.is_empty() => {
+        Ok(o) if o.command.is_empty() && o.attach.is_empty() => {
             Parsed::Usage("no COMMAND given; see 'netintercept --help'".into())
         }
+        Ok(o) if !o.command.is_empty() && !o.attach.is_empty() => Parsed::Usage(
+            "-p traces running processes: give it no COMMAND; see 'netintercept --help'".into(),
+        ),
         Ok(o) => Parsed::Run(o),
         Err(e) => from_error(e),
     }

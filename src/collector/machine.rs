@@ -59,6 +59,9 @@ pub enum Note {
     /// took: TLS linked into the program (node's OpenSSL, BoringSSL, Go, rustls), whose
     /// plaintext and keys are out of reach.
     UnhookedTls,
+    /// A handshake made up for a connection found already open (inherited over exec, or held
+    /// by a process netintercept attached to): its real handshake was never seen.
+    FoundOpen,
 }
 
 impl fmt::Display for Note {
@@ -66,6 +69,7 @@ impl fmt::Display for Note {
         match self {
             Note::Discarded(n) => write!(f, "{n} bytes discarded unread (MSG_TRUNC): not captured"),
             Note::UnhookedTls => write!(f, "TLS by a library we do not hook: ciphertext"),
+            Note::FoundOpen => write!(f, "synthesized: the connection was found already open"),
         }
     }
 }
@@ -292,7 +296,8 @@ impl<K: Kernel> Machine<K> {
             fd: r.fd,
             call: r.call,
             ts_ns: r.ts_ns,
-            note: None,
+            // A socket found open (at load, after an exec, at attach): what it is given is made up.
+            note: (r.kind == Kind::Discovered).then_some(Note::FoundOpen),
         };
         let mut emit = |b: &[u8]| out.packet(&origin, b);
         let pid = r.pid;
@@ -313,6 +318,10 @@ impl<K: Kernel> Machine<K> {
             Kind::Discovered => self.on_discovered(r, &mut emit),
             Kind::Scanned => self.on_scanned(pid, &mut emit),
             Kind::Exit => self.on_exit(pid, &mut emit),
+            // Its connections go on without us: no FIN, no reset, nothing more of them.
+            Kind::Detached => {
+                self.procs.remove(&pid);
+            }
             Kind::Socket => {
                 let proto = match r.arg1 as i32 & 0xf {
                     libc::SOCK_STREAM => Proto::Tcp(Tcp::Fresh),

@@ -294,7 +294,7 @@ fn apply_head(
         outputs.take_frames();
         machine.apply(&r, outputs);
         outputs.trace_event(&r);
-        if r.kind == Kind::Exit {
+        if matches!(r.kind, Kind::Exit | Kind::Detached) {
             if let Some(v) = slots.get_mut(&slot) {
                 v.exited = true;
             }

@@ -15,10 +15,15 @@
 //! as they arrive, group-stops are kept with `PTRACE_LISTEN` (the tracees are seized), and
 //! the command's wait status is the CLI's to report.
 
+mod attach;
 pub mod calls;
 pub mod filter;
+mod launch;
 pub mod sink;
 pub mod tracee;
+
+pub use attach::{attach, detach_on_signals};
+pub use launch::launch;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -41,6 +46,9 @@ pub struct Spec {
     pub stdout_to_stderr: bool,
     /// `--events`: closes are followed to their result.
     pub events: bool,
+    /// Processes the command starts are recorded (`--no-follow`: they are traced, as the
+    /// filter they inherit needs a tracer, but nothing of theirs is recorded).
+    pub follow: bool,
 }
 
 /// A command started under the tracer.
@@ -57,177 +65,28 @@ pub enum LaunchError {
     Exec(i32),
     /// The tracer itself could not be set up.
     Tracer(String),
+    /// `-p`: a process could not be attached (the line says why and what to do).
+    Attach(String),
 }
 
-const OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD
+/// Following every task, seeing the filter's stops, and, as the command would fail untraced,
+/// taking it down with the tracer.
+const OPTIONS: libc::c_int = FOLLOW | libc::PTRACE_O_TRACESECCOMP | libc::PTRACE_O_EXITKILL;
+
+/// What every tracee is seized with: syscall stops told apart from SIGTRAP, and every new
+/// task and image followed.
+const FOLLOW: libc::c_int = libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACEVFORK
     | libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACEEXEC
-    | libc::PTRACE_O_TRACESECCOMP
-    | libc::PTRACE_O_EXITKILL;
-
-/// Start `spec` under the tracer, whose records go into `region`. Returns once the program's
-/// image is running (its exec succeeded) or could not start.
-pub fn launch(spec: Spec, region: Region) -> Result<Running, LaunchError> {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (status_tx, status_rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("netintercept-tracer".into())
-        .spawn(move || {
-            // ptrace requests must all come from the thread that seized the tracees.
-            let mut t = match start(&spec) {
-                Ok((pid, errpipe)) => Tracer::new(pid, region, spec.events, errpipe),
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return;
-                }
-            };
-            t.run(Some(started_tx), &status_tx);
-        });
-    if let Err(e) = thread {
-        return Err(LaunchError::Tracer(format!(
-            "cannot start the tracer thread: {e}"
-        )));
-    }
-    match started_rx.recv() {
-        Ok(Ok(pid)) => Ok(Running {
-            pid,
-            status: status_rx,
-        }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(LaunchError::Tracer("the tracer thread ended".into())),
-    }
-}
-
-/// Fork the command, seize it, and let it exec under the filter. Returns its pid and the read
-/// end of the pipe on which a failed execve leaves its errno.
-fn start(spec: &Spec) -> Result<(i32, i32), LaunchError> {
-    let prog = filter::program().map_err(LaunchError::Tracer)?;
-    let ptrs = |v: &[CString]| {
-        let mut p: Vec<*const libc::c_char> = v.iter().map(|s| s.as_ptr()).collect();
-        p.push(std::ptr::null());
-        p
-    };
-    let argv = ptrs(&spec.argv);
-    let envp = ptrs(&spec.envp);
-    let mut sync = [-1; 2];
-    let mut errp = [-1; 2];
-    // SAFETY: pipe2 writes two descriptors into each array.
-    if unsafe { libc::pipe2(sync.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-        // SAFETY: as above.
-        || unsafe { libc::pipe2(errp.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-    {
-        return Err(LaunchError::Tracer(format!(
-            "cannot make a pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: the child only makes async-signal-safe calls (read, write, dup2, prctl, seccomp,
-    // execve, _exit) on memory prepared before the fork; it never returns.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see above; every pointer was built before the fork and is still valid.
-        unsafe { child(spec, &prog, sync, errp, &argv, &envp) }
-    }
-    crate::sys::close(sync[0]);
-    crate::sys::close(errp[1]);
-    if pid < 0 {
-        crate::sys::close(sync[1]);
-        crate::sys::close(errp[0]);
-        return Err(LaunchError::Tracer(format!(
-            "cannot fork: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: seizing our own child, which waits on the sync pipe.
-    let seized = unsafe {
-        libc::ptrace(
-            libc::PTRACE_SEIZE,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            OPTIONS as usize as *mut libc::c_void,
-        )
-    };
-    if seized != 0 {
-        let e = std::io::Error::last_os_error();
-        crate::sys::close(sync[1]);
-        crate::sys::close(errp[0]);
-        // The child reads EOF and leaves; reap it.
-        let mut st = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        return Err(LaunchError::Tracer(format!(
-            "the kernel refused to trace the program ({e}){}",
-            if e.raw_os_error() == Some(libc::EPERM) {
-                ": ptrace is not allowed here (a container's seccomp policy, or \
-                 kernel.yama.ptrace_scope = 3); use --backend preload"
-            } else {
-                ""
-            }
-        )));
-    }
-    let _ = crate::sys::write_all(sync[1], b"g");
-    crate::sys::close(sync[1]);
-    Ok((pid, errp[0]))
-}
-
-/// The forked child: wait until seized, install the filter, exec.
-///
-/// # Safety
-/// Called only in the child of `fork`, with pointers valid there.
-unsafe fn child(
-    spec: &Spec,
-    prog: &seccompiler::BpfProgram,
-    sync: [i32; 2],
-    errp: [i32; 2],
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
-    let fail = |e: i32| -> ! {
-        let b = e.to_ne_bytes();
-        // SAFETY: writing our own 4 bytes to the pipe, then leaving without atexit handlers.
-        unsafe {
-            libc::write(errp[1], b.as_ptr().cast(), 4);
-            libc::_exit(127)
-        }
-    };
-    // SAFETY: plain descriptor calls on our own descriptors.
-    unsafe {
-        libc::close(sync[1]);
-        libc::close(errp[0]);
-        if spec.stdout_to_stderr {
-            libc::dup2(2, 1);
-        }
-    }
-    let mut b = 0u8;
-    loop {
-        // SAFETY: reading one byte into our own variable.
-        let n = unsafe { libc::read(sync[0], (&mut b as *mut u8).cast(), 1) };
-        if n == 1 {
-            break;
-        }
-        // SAFETY: reading errno.
-        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
-            continue;
-        }
-        // The tracer could not seize us: run nothing untraced.
-        // SAFETY: leaving at once.
-        unsafe { libc::_exit(127) };
-    }
-    if seccompiler::apply_filter(prog).is_err() {
-        // SAFETY: reading errno.
-        fail(unsafe { *libc::__errno_location() });
-    }
-    // SAFETY: null-terminated arrays of C strings built before the fork.
-    unsafe { libc::execve(spec.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    // SAFETY: reading errno.
-    fail(unsafe { *libc::__errno_location() })
-}
+    | libc::PTRACE_O_TRACEEXEC;
 
 /// One traced process.
 struct Proc {
+    /// None: nothing of it is recorded (`--no-follow`, or every slot taken).
     ring: Option<Ring>,
+    /// Never recorded, in any image (a child under `--no-follow`).
+    silent: bool,
     fds: Fds,
     process: Process,
     /// Threads alive, the leader included.
@@ -246,8 +105,13 @@ struct Thread {
 
 struct Tracer {
     region: Region,
-    root: i32,
+    /// The processes the run is about: the command, or those attached with `-p`.
+    roots: Vec<i32>,
     events: bool,
+    follow: bool,
+    /// Attached to running processes (`-p`): no seccomp filter, every system call stops
+    /// (entry and exit, `PTRACE_SYSCALL`), and the processes are let go at the end.
+    attached: bool,
     /// The pipe a failed execve of the command writes its errno to (-1 once read).
     errpipe: i32,
     procs: HashMap<i32, Proc>,
@@ -283,23 +147,51 @@ fn event_msg(tid: i32) -> u64 {
     msg
 }
 
+/// Whether `tid`'s syscall stop is an entry (else an exit), from PTRACE_GET_SYSCALL_INFO.
+fn at_entry(tid: i32) -> bool {
+    const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+    const ENTRY: u8 = 1;
+    let mut info = [0u8; 96];
+    // SAFETY: the kernel writes at most `info.len()` bytes of struct ptrace_syscall_info.
+    let n = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SYSCALL_INFO,
+            tid,
+            info.len() as *mut libc::c_void,
+            info.as_mut_ptr() as *mut libc::c_void,
+        )
+    };
+    n > 0 && info[0] == ENTRY
+}
+
 const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 impl Tracer {
-    fn new(root: i32, region: Region, events: bool, errpipe: i32) -> Tracer {
+    fn new(
+        roots: Vec<i32>,
+        region: Region,
+        events: bool,
+        follow: bool,
+        attached: bool,
+        errpipe: i32,
+    ) -> Tracer {
         let mut threads = HashMap::new();
-        threads.insert(
-            root,
-            Thread {
-                pid: root,
-                started: true,
-                pending: None,
-            },
-        );
+        for &root in &roots {
+            threads.insert(
+                root,
+                Thread {
+                    pid: root,
+                    started: true,
+                    pending: None,
+                },
+            );
+        }
         Tracer {
             region,
-            root,
+            roots,
             events,
+            follow,
+            attached,
             errpipe,
             procs: HashMap::new(),
             threads,
@@ -308,12 +200,27 @@ impl Tracer {
         }
     }
 
+    /// Let `tid` go on from its stop, delivering `sig`: to the next filtered call, or when
+    /// attached, to the next system call.
+    fn resume(&self, tid: i32, sig: i32) {
+        let req = if self.attached {
+            libc::PTRACE_SYSCALL
+        } else {
+            libc::PTRACE_CONT
+        };
+        ptrace(req, tid, sig as usize);
+    }
+
     fn run(
         &mut self,
         mut started: Option<mpsc::Sender<Result<i32, LaunchError>>>,
         status: &mpsc::Sender<ExitStatus>,
     ) {
         loop {
+            if self.attached && attach::detach_asked() {
+                self.detach_all();
+                break;
+            }
             let mut st = 0;
             // SAFETY: waiting for any of our tracees or children.
             let tid = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
@@ -323,66 +230,81 @@ impl Tracer {
                 }
                 break;
             }
-            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                if tid == self.root {
-                    if let Some(tx) = started.take() {
-                        let _ = tx.send(Err(LaunchError::Exec(self.exec_errno())));
-                        // The command never ran: there is nothing to report.
-                    } else {
-                        let _ = status.send(ExitStatus::from_raw(st));
-                    }
-                }
-                self.gone(tid);
-                continue;
-            }
-            if !libc::WIFSTOPPED(st) {
-                continue;
-            }
-            let sig = libc::WSTOPSIG(st);
-            let event = (st >> 16) & 0xff;
-            let Some(th) = self.threads.get_mut(&tid) else {
-                // A new tracee whose parent's event has not been seen: it waits for it.
-                self.early.insert(tid);
-                continue;
-            };
-            if !th.started {
-                th.started = true;
-                ptrace(libc::PTRACE_CONT, tid, 0);
-                continue;
-            }
-            match event {
-                libc::PTRACE_EVENT_SECCOMP => self.on_entry(tid),
-                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                    self.on_new(tid, event);
-                    ptrace(libc::PTRACE_CONT, tid, 0);
-                }
-                libc::PTRACE_EVENT_EXEC => {
-                    self.on_exec(tid);
-                    if let Some(tx) = started.take() {
-                        let _ = tx.send(Ok(self.root));
-                    }
-                    ptrace(libc::PTRACE_CONT, tid, 0);
-                }
-                libc::PTRACE_EVENT_STOP => {
-                    if STOP_SIGNALS.contains(&sig) {
-                        // A group-stop: it lasts until SIGCONT, as untraced.
-                        ptrace(libc::PTRACE_LISTEN, tid, 0);
-                    } else {
-                        ptrace(libc::PTRACE_CONT, tid, 0);
-                    }
-                }
-                0 if sig == libc::SIGTRAP | 0x80 => {
-                    self.on_exit(tid);
-                    ptrace(libc::PTRACE_CONT, tid, 0);
-                }
-                // A signal on its way to the program: delivered as it came.
-                _ => {
-                    ptrace(libc::PTRACE_CONT, tid, sig as usize);
-                }
-            }
+            self.on_status(tid, st, &mut started, status);
+        }
+        if self.attached {
+            let _ = status.send(ExitStatus::from_raw(0));
         }
         if self.errpipe >= 0 {
             crate::sys::close(self.errpipe);
+        }
+    }
+
+    fn on_status(
+        &mut self,
+        tid: i32,
+        st: i32,
+        started: &mut Option<mpsc::Sender<Result<i32, LaunchError>>>,
+        status: &mpsc::Sender<ExitStatus>,
+    ) {
+        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+            if !self.attached && self.roots.first() == Some(&tid) {
+                if let Some(tx) = started.take() {
+                    // The command never ran: there is nothing more to report.
+                    let _ = tx.send(Err(LaunchError::Exec(self.exec_errno())));
+                } else {
+                    let _ = status.send(ExitStatus::from_raw(st));
+                }
+            }
+            self.gone(tid);
+            return;
+        }
+        if !libc::WIFSTOPPED(st) {
+            return;
+        }
+        let sig = libc::WSTOPSIG(st);
+        let event = (st >> 16) & 0xff;
+        let Some(th) = self.threads.get_mut(&tid) else {
+            // A new tracee whose parent's event has not been seen: it waits for it.
+            self.early.insert(tid);
+            return;
+        };
+        if !th.started {
+            th.started = true;
+            self.resume(tid, 0);
+            return;
+        }
+        match event {
+            libc::PTRACE_EVENT_SECCOMP => self.on_entry(tid),
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                self.on_new(tid, event);
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                self.on_exec(tid);
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(Ok(tid));
+                }
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_STOP => {
+                if STOP_SIGNALS.contains(&sig) {
+                    // A group-stop: it lasts until SIGCONT, as untraced.
+                    ptrace(libc::PTRACE_LISTEN, tid, 0);
+                } else {
+                    self.resume(tid, 0);
+                }
+            }
+            0 if sig == libc::SIGTRAP | 0x80 => {
+                if self.attached && at_entry(tid) {
+                    self.on_entry(tid);
+                } else {
+                    self.on_exit(tid);
+                    self.resume(tid, 0);
+                }
+            }
+            // A signal on its way to the program: delivered as it came.
+            _ => self.resume(tid, sig),
         }
     }
 
@@ -401,7 +323,7 @@ impl Tracer {
     fn on_entry(&mut self, tid: i32) {
         let next = match (tracee::regs(tid), self.threads.get(&tid).map(|t| t.pid)) {
             (Some(regs), Some(pid)) => match self.procs.get_mut(&pid) {
-                Some(p) => {
+                Some(p) if p.ring.is_some() => {
                     let ring = p.ring;
                     let mut c = Calls {
                         fds: &mut p.fds,
@@ -412,14 +334,12 @@ impl Tracer {
                     };
                     c.entry(&regs, &mut |r| put(ring, pid, tid, r))
                 }
-                None => Next::Run,
+                _ => Next::Run,
             },
             _ => Next::Run,
         };
         match next {
-            Next::Run => {
-                ptrace(libc::PTRACE_CONT, tid, 0);
-            }
+            Next::Run => self.resume(tid, 0),
             Next::Exit(pending) => {
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.pending = Some(pending);
@@ -466,50 +386,49 @@ impl Tracer {
             if let Some(p) = self.procs.get_mut(&parent_pid) {
                 p.threads += 1;
             }
-            self.threads.insert(
-                new,
-                Thread {
-                    pid: parent_pid,
-                    started: false,
-                    pending: None,
-                },
-            );
         } else {
-            let (fds, parent_ring) = match self.procs.get(&parent_pid) {
-                Some(p) => (p.fds.clone(), p.ring),
-                None => (Fds::default(), None),
+            let (fds, parent_ring, parent_silent) = match self.procs.get(&parent_pid) {
+                Some(p) => (p.fds.clone(), p.ring, p.silent),
+                None => (Fds::default(), None, true),
             };
-            let mut fork = Record::new(Kind::Fork);
-            fork.ret = i64::from(new);
-            put(parent_ring, parent_pid, tid, &fork);
-            let ring = self.region.claim(new);
-            let mut start = Record::new(Kind::Start);
-            start.arg0 = i64::from(parent_pid);
-            start.arg1 = 1;
-            put(ring, new, new, &start);
+            let silent = parent_silent || !self.follow;
+            let ring = if silent {
+                None
+            } else {
+                let mut fork = Record::new(Kind::Fork);
+                fork.ret = i64::from(new);
+                put(parent_ring, parent_pid, tid, &fork);
+                let ring = self.region.claim(new);
+                let mut start = Record::new(Kind::Start);
+                start.arg0 = i64::from(parent_pid);
+                start.arg1 = 1;
+                put(ring, new, new, &start);
+                ring
+            };
             self.procs.insert(
                 new,
                 Proc {
                     ring,
+                    silent,
                     fds,
                     process: Process::open(new),
                     threads: 1,
                 },
             );
-            self.threads.insert(
-                new,
-                Thread {
-                    pid: new,
-                    started: false,
-                    pending: None,
-                },
-            );
         }
+        self.threads.insert(
+            new,
+            Thread {
+                pid: if thread { parent_pid } else { new },
+                started: false,
+                pending: None,
+            },
+        );
         if self.early.remove(&new) {
             if let Some(t) = self.threads.get_mut(&new) {
                 t.started = true;
             }
-            ptrace(libc::PTRACE_CONT, new, 0);
+            self.resume(new, 0);
         }
     }
 
@@ -519,10 +438,11 @@ impl Tracer {
         if r.nr == libc::SYS_clone3 {
             let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
             let mut b = [0u8; 8];
-            if Process::open(pid).read(r.args[0], &mut b) == 8 {
-                return u64::from_ne_bytes(b);
-            }
-            return 0;
+            let read = match self.procs.get(&pid) {
+                Some(p) => p.process.read(r.args[0], &mut b),
+                None => Process::open(pid).read(r.args[0], &mut b),
+            };
+            return if read == 8 { u64::from_ne_bytes(b) } else { 0 };
         }
         r.args[0]
     }
@@ -540,46 +460,18 @@ impl Tracer {
             t.pending = None;
         }
         self.threads.retain(|&k, t| t.pid != pid || k == tid);
+        let region = self.region;
         let p = self.procs.entry(pid).or_insert_with(|| Proc {
-            ring: self.region.claim(pid),
+            ring: region.claim(pid),
+            silent: false,
             fds: Fds::default(),
             process: Process::open(pid),
             threads: 1,
         });
         p.threads = 1;
-        p.fds.clear();
-        let mut start = Record::new(Kind::Start);
-        let name = if self.events {
-            program_name(pid)
-        } else {
-            Vec::new()
-        };
-        start.data = &name;
-        put(p.ring, pid, tid, &start);
-        for fd in tracee::descriptors(pid) {
-            if tracee::socket_inode(pid, fd).is_none() {
-                continue;
-            }
-            let Some(info) = p.process.socket(fd) else {
-                continue;
-            };
-            let sock = match info.ty {
-                _ if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 => continue,
-                libc::SOCK_STREAM => Sock::Tcp,
-                libc::SOCK_DGRAM => Sock::Udp,
-                _ => continue,
-            };
-            p.fds.insert(fd, sock);
-            let mut d = Record::new(Kind::Discovered);
-            d.fd = fd;
-            d.arg0 = i64::from(info.ty);
-            d.arg1 = info.inode as i64;
-            d.ret = i64::from(info.listening);
-            d.local = info.local;
-            d.addr = info.peer;
-            put(p.ring, pid, tid, &d);
+        if !p.silent {
+            scan(p, pid, tid, self.events);
         }
-        put(p.ring, pid, tid, &Record::new(Kind::Scanned));
     }
 
     /// Thread `tid` is gone (reaped). The last thread of a process ends its records.
@@ -588,6 +480,9 @@ impl Tracer {
         let Some(t) = self.threads.remove(&tid) else {
             return;
         };
+        if self.attached {
+            attach::poke_other(tid, self.threads.keys().next().copied());
+        }
         let pid = t.pid;
         let last = match self.procs.get_mut(&pid) {
             Some(p) => {
@@ -602,6 +497,44 @@ impl Tracer {
             }
         }
     }
+}
+
+/// A process image the tracer meets (after an exec, or attached): its Start, then each internet
+/// socket it holds, then Scanned.
+fn scan(p: &mut Proc, pid: i32, tid: i32, events: bool) {
+    p.fds.clear();
+    let mut start = Record::new(Kind::Start);
+    let name = if events {
+        program_name(pid)
+    } else {
+        Vec::new()
+    };
+    start.data = &name;
+    put(p.ring, pid, tid, &start);
+    for fd in tracee::descriptors(pid) {
+        if tracee::socket_inode(pid, fd).is_none() {
+            continue;
+        }
+        let Some(info) = p.process.socket(fd) else {
+            continue;
+        };
+        let sock = match info.ty {
+            _ if info.domain != libc::AF_INET && info.domain != libc::AF_INET6 => continue,
+            libc::SOCK_STREAM => Sock::Tcp,
+            libc::SOCK_DGRAM => Sock::Udp,
+            _ => continue,
+        };
+        p.fds.insert(fd, sock);
+        let mut d = Record::new(Kind::Discovered);
+        d.fd = fd;
+        d.arg0 = i64::from(info.ty);
+        d.arg1 = info.inode as i64;
+        d.ret = i64::from(info.listening);
+        d.local = info.local;
+        d.addr = info.peer;
+        put(p.ring, pid, tid, &d);
+    }
+    put(p.ring, pid, tid, &Record::new(Kind::Scanned));
 }
 
 /// The program's name for the event traces' folders: the base name of its `argv[0]`.

@@ -174,3 +174,14 @@ pub fn descriptors(pid: i32) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// The threads of process `pid` now.
+pub fn threads(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
