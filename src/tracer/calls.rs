@@ -71,6 +71,11 @@ pub struct Pending {
     pub offset: i64,
 }
 
+/// Pseudo system call numbers naming libc's send() and recv() (sendto and recvfrom without an
+/// address), which have no system call of their own on x86-64.
+const SEND: i64 = -2;
+const RECV: i64 = -3;
+
 /// The call number (`record::CALLS`) naming system call `nr` in records.
 fn call_id(nr: i64) -> u16 {
     static IDS: OnceLock<HashMap<i64, u16>> = OnceLock::new();
@@ -101,6 +106,12 @@ fn call_id(nr: i64) -> u16 {
             (libc::SYS_dup2, "dup2"),
             (libc::SYS_dup3, "dup3"),
             (libc::SYS_fcntl, "fcntl"),
+            (libc::SYS_setsockopt, "setsockopt"),
+            (libc::SYS_getsockname, "getsockname"),
+            (libc::SYS_getpeername, "getpeername"),
+            (libc::SYS_ioctl, "ioctl"),
+            (SEND, "send"),
+            (RECV, "recv"),
         ];
         named
             .iter()
@@ -348,7 +359,7 @@ impl Calls<'_> {
             }
             libc::SYS_fcntl => {
                 let dupfd = matches!(a[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC);
-                if dupfd && self.fds.is_tracked(fd) {
+                if (dupfd || self.events) && self.fds.is_tracked(fd) {
                     follow(pending)
                 } else {
                     Next::Run
@@ -373,17 +384,37 @@ impl Calls<'_> {
 
     /// At the exit stop of a call kept by [`Calls::entry`], which returned `raw`.
     pub fn exit(&mut self, p: &Pending, raw: i64, out: &mut dyn FnMut(&Record)) {
-        if restarting(raw) {
-            return;
-        }
         let nr = p.regs.nr;
+        // A connect interrupted by a signal goes on in the background: the program sees EINTR
+        // (or, restarted, a later result), so the capture must know it started.
+        let raw = if restarting(raw) && nr == libc::SYS_connect {
+            -(libc::EINTR as i64)
+        } else if restarting(raw) {
+            return;
+        } else {
+            raw
+        };
         let a = p.regs.args;
         let fd = a[0] as i32;
         let (ret, errno) = split(raw);
         match nr {
             libc::SYS_socket => self.socket(nr, a, ret, out),
             libc::SYS_connect => self.connect(nr, fd, a, ret, errno, out),
-            libc::SYS_bind if ret == 0 => {
+            libc::SYS_bind if ret != 0 && self.events => {
+                // The address is read only where the kernel copied it (as in the hooks).
+                let read = matches!(errno, libc::EADDRINUSE | libc::EADDRNOTAVAIL | libc::EACCES);
+                let mut r = rec(Kind::Bind, nr, fd);
+                r.addr = if read {
+                    read_addr(self.t, a[1], a[2]).1
+                } else {
+                    None
+                };
+                r.ret = ret;
+                r.errno = errno;
+                out(&r);
+            }
+            libc::SYS_bind if ret != 0 => {}
+            libc::SYS_bind => {
                 let mut r = rec(Kind::Bind, nr, fd);
                 r.addr = read_addr(self.t, a[1], a[2]).1;
                 r.local = self.t.socket(fd).and_then(|s| s.local);
@@ -425,13 +456,60 @@ impl Calls<'_> {
                     out(&r);
                 }
             }
+            libc::SYS_getsockopt | libc::SYS_setsockopt if self.events => {
+                // As the hooks say it: setsockopt's length as given, getsockopt's as the kernel
+                // wrote it (0 after a failure); the value is read only after a success.
+                let len = match (ret, nr) {
+                    (_, libc::SYS_setsockopt) => a[4] as u32,
+                    (0, _) => read_u32(self.t, a[4]).unwrap_or(0),
+                    _ => 0,
+                };
+                let mut value = vec![0u8; if ret == 0 { (len as usize).min(64) } else { 0 }];
+                let got = self.t.read(a[3], &mut value);
+                value.truncate(got);
+                let mut r = rec(Kind::SockOpt, nr, fd);
+                r.ret = ret;
+                r.errno = errno;
+                r.arg0 = a[1] as i32 as i64;
+                r.arg1 = i64::from(a[2] as u32) | i64::from(len) << 32;
+                r.data = &value;
+                out(&r);
+            }
+            libc::SYS_getsockname | libc::SYS_getpeername if self.events => {
+                let mut r = rec(Kind::SockName, nr, fd);
+                r.ret = ret;
+                r.errno = errno;
+                out(&r);
+            }
+            libc::SYS_ioctl if self.events => {
+                let mut r = rec(Kind::FdControl, nr, fd);
+                r.arg0 = a[1] as i64;
+                r.arg1 = a[2] as i64;
+                r.ret = ret;
+                r.errno = errno;
+                out(&r);
+            }
+            libc::SYS_fcntl
+                if self.events && !matches!(a[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) =>
+            {
+                let mut r = rec(Kind::FdControl, nr, fd);
+                r.arg0 = a[1] as i32 as i64;
+                r.arg1 = a[2] as i64;
+                r.ret = ret;
+                r.errno = errno;
+                out(&r);
+            }
             libc::SYS_close => {
                 let mut r = rec(Kind::Closed, nr, fd);
                 r.ret = ret;
                 r.errno = errno;
                 out(&r);
             }
-            libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_fcntl if ret >= 0 => {
+            libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_fcntl
+                if ret >= 0
+                    && (nr != libc::SYS_fcntl
+                        || matches!(a[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC)) =>
+            {
                 let new = ret as i32;
                 match self.fds.get(fd) {
                     Some(s) => self.fds.insert(new, s),
@@ -468,14 +546,31 @@ impl Calls<'_> {
                 } else {
                     None
                 };
-                self.send(nr, fd, ret, errno, a[2], a[3] as i32, dest, out);
+                // libc's send() is sendto() without an address: named as the program wrote it.
+                let named = if a[4] == 0 { SEND } else { nr };
+                self.send(named, fd, ret, errno, a[2], a[3] as i32, dest, out);
             }
             libc::SYS_writev => {
                 self.scratch.clear();
-                if ret > 0 {
-                    let iov = read_iovecs(self.t, a[1], a[2]);
-                    gather(self.t, &iov, ret as usize, self.scratch);
+                // After a failure the array may be unreadable or too long: not read.
+                let iov = if ret >= 0 {
+                    read_iovecs(self.t, a[1], a[2])
+                } else {
+                    Vec::new()
+                };
+                if self.events {
+                    self.vector(
+                        nr,
+                        fd,
+                        (a[2] as i32).max(0) as u64,
+                        &iov,
+                        None,
+                        None,
+                        0,
+                        out,
+                    );
                 }
+                gather(self.t, &iov, ret.max(0) as usize, self.scratch);
                 self.send(nr, fd, ret, errno, 0, 0, None, out);
             }
             libc::SYS_sendmsg => self.sendmsg(nr, fd, a, ret, errno, out),
@@ -525,13 +620,31 @@ impl Calls<'_> {
                 } else {
                     None
                 };
-                self.recv(nr, fd, ret, errno, a[2] as usize, flags, src, out);
+                // libc's recv() is recvfrom() without an address buffer.
+                let named = if a[4] == 0 { RECV } else { nr };
+                self.recv(named, fd, ret, errno, a[2] as usize, flags, src, out);
             }
             libc::SYS_readv => {
                 self.scratch.clear();
                 let mut asked = 0usize;
+                let iov = if ret >= 0 {
+                    read_iovecs(self.t, a[1], a[2])
+                } else {
+                    Vec::new()
+                };
+                if self.events {
+                    self.vector(
+                        nr,
+                        fd,
+                        (a[2] as i32).max(0) as u64,
+                        &iov,
+                        None,
+                        None,
+                        0,
+                        out,
+                    );
+                }
                 if ret >= 0 {
-                    let iov = read_iovecs(self.t, a[1], a[2]);
                     asked = iov
                         .iter()
                         .fold(0usize, |s, v| s.saturating_add(v.1 as usize));
@@ -562,6 +675,50 @@ impl Calls<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The event trace's record of a vectored call's buffers (see `Kind::IoVec`), just before
+    /// the call's own record.
+    #[allow(clippy::too_many_arguments)]
+    fn vector(
+        &self,
+        nr: i64,
+        fd: i32,
+        count: u64,
+        iov: &[(u64, u64)],
+        control: Option<u64>,
+        first_cmsg: Option<(i32, i32)>,
+        msg_flags: i32,
+        out: &mut dyn FnMut(&Record),
+    ) {
+        let mut r = rec(Kind::IoVec, nr, fd);
+        r.arg0 = count as i64;
+        r.arg1 = control.map_or(-1, |c| c as i64);
+        r.ret = i64::from(msg_flags);
+        if let Some((level, ty)) = first_cmsg {
+            r.ssl = 1 << 63 | u64::from(level as u32) | u64::from(ty as u32 & 0x7fff_ffff) << 32;
+        }
+        let sizes: Vec<u8> = iov
+            .iter()
+            .take(64)
+            .flat_map(|v| v.1.to_ne_bytes())
+            .collect();
+        r.data = &sizes;
+        out(&r);
+    }
+
+    /// The first control message's level and type, for the event trace.
+    fn first_cmsg(&self, m: &MsgHdr) -> Option<(i32, i32)> {
+        if m.control == 0 || m.controllen < 16 {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        (self.t.read(m.control, &mut b) == 16).then(|| {
+            (
+                i32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+                i32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+            )
+        })
     }
 
     fn socket(&mut self, nr: i64, a: [u64; 6], ret: i64, out: &mut dyn FnMut(&Record)) {
@@ -733,6 +890,10 @@ impl Calls<'_> {
         }
         self.scratch.clear();
         let iov = read_iovecs(self.t, m.iov, m.iovlen);
+        if self.events {
+            let first = self.first_cmsg(&m);
+            self.vector(nr, fd, m.iovlen, &iov, Some(m.controllen), first, 0, out);
+        }
         gather(self.t, &iov, ret.max(0) as usize, self.scratch);
         let dest = read_addr(self.t, m.name, u64::from(m.namelen)).1;
         self.send(nr, fd, ret, errno, 0, flags, dest, out);
@@ -760,6 +921,20 @@ impl Calls<'_> {
             return;
         };
         if tracked {
+            if self.events && flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) == 0 {
+                let iov = read_iovecs(self.t, m.iov, m.iovlen);
+                let first = self.first_cmsg(&m);
+                self.vector(
+                    nr,
+                    fd,
+                    m.iovlen,
+                    &iov,
+                    Some(m.controllen),
+                    first,
+                    m.flags,
+                    out,
+                );
+            }
             self.message_received(nr, fd, &m, ret, errno, flags, out);
         }
         let fds = rights(self.t, &m);

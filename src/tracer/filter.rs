@@ -36,10 +36,22 @@ pub const TRACED: &[i64] = &[
     libc::SYS_fcntl,
 ];
 
+/// With `--events`, the calls only the event traces need stop too.
+pub const EVENTS_ONLY: &[i64] = &[
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_ioctl,
+];
+
 /// The filter as a BPF program, built by seccompiler (no hand-written BPF).
-pub fn program() -> Result<BpfProgram, String> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        TRACED.iter().map(|&nr| (nr, Vec::new())).collect();
+pub fn program(events: bool) -> Result<BpfProgram, String> {
+    let extra = if events { EVENTS_ONLY } else { &[] };
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = TRACED
+        .iter()
+        .chain(extra)
+        .map(|&nr| (nr, Vec::new()))
+        .collect();
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("no seccomp filter for this architecture: {e}"))?;
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch)
@@ -55,7 +67,8 @@ mod tests {
 
     #[test]
     fn the_filter_compiles() {
-        let prog = program().expect("a filter");
+        let prog = program(false).expect("a filter");
         assert!(prog.len() > TRACED.len());
+        assert!(program(true).expect("a filter").len() > prog.len());
     }
 }

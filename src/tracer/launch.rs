@@ -46,7 +46,7 @@ pub fn launch(spec: Spec, region: Region) -> Result<Running, LaunchError> {
 /// Fork the command, seize it, and let it exec under the filter. Returns its pid and the read
 /// end of the pipe on which a failed execve leaves its errno.
 fn start(spec: &Spec) -> Result<(i32, i32), LaunchError> {
-    let prog = filter::program().map_err(LaunchError::Tracer)?;
+    let prog = filter::program(spec.events).map_err(LaunchError::Tracer)?;
     let ptrs = |v: &[CString]| {
         let mut p: Vec<*const libc::c_char> = v.iter().map(|s| s.as_ptr()).collect();
         p.push(std::ptr::null());
