@@ -74,7 +74,7 @@ _netintercept() {
                     return 0
                     ;;
                 --backend)
-                    COMPREPLY=($(compgen -W "auto preload ptrace" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "auto preload ptrace both" -- "${cur}"))
                     return 0
                     ;;
                 --attach)

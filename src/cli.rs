@@ -115,6 +115,7 @@ fn trace(
     events: bool,
     stdout_to_stderr: bool,
     region: crate::ring::Region,
+    extra_env: &[(OsString, OsString)],
 ) -> Result<crate::collector::Until, i32> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStringExt;
@@ -129,7 +130,12 @@ fn trace(
         .iter()
         .map(|a| cstr(a.as_bytes().to_vec()))
         .collect();
-    let envp: Result<Vec<CString>, ()> = std::env::vars_os()
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !extra_env.iter().any(|(e, _)| e == k))
+        .collect();
+    env.extend(extra_env.iter().cloned());
+    let envp: Result<Vec<CString>, ()> = env
+        .into_iter()
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -352,14 +358,28 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         }
     }
     let outputs = crate::collector::outputs(&region, &cfg, filter);
-    let until = if how == options::Backend::Ptrace {
-        match trace(
+    let until = if matches!(how, options::Backend::Ptrace | options::Backend::Both) {
+        // With both, the library goes in too, for TLS alone (the tracer records the rest).
+        let extra: Vec<(OsString, OsString)> = if how == options::Backend::Both {
+            cmd.get_envs()
+                .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+                .chain([(
+                    OsString::from(crate::recorder::TRACED_VAR),
+                    OsString::from("1"),
+                )])
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let traced = trace(
             &args,
             exe.as_deref(),
             cfg.events.is_some(),
             pattern == "-",
             region,
-        ) {
+            &extra,
+        );
+        match traced {
             Ok(u) => u,
             Err(code) => {
                 let _ = std::fs::remove_file(&region_path);

@@ -15,6 +15,10 @@ pub enum Kind {
     /// The library loaded in process `pid` (`arg1` 0: a new process or an exec, whose
     /// descriptor scan follows) or a fork child took its own ring (`arg1` 1; `arg0` the parent).
     /// With `--events`, a new image's `data` is its program name (`argv[0]`'s base name).
+    /// `errno` is [`BY_TRACER`] when the system-call tracer writes this ring: its records end
+    /// with its Exit (or Detached), whatever the kernel says of the pid; [`TLS_ONLY`] when the
+    /// library writes only TLS records beside the tracer's (that Start is not a new image: it
+    /// only names the ring's writer).
     Start = 1,
     /// A socket found open at load: `fd`, `arg0` its type, `arg1` its inode, `ret` 1 when
     /// listening, `addr` the peer and `local` the local address.
@@ -117,9 +121,22 @@ pub enum Kind {
     /// installed on an OpenSSL context or a GnuTLS session; `ssl` is that object): its clients'
     /// handshakes may wait for their keys (`collector::key_hold`).
     TlsKeylog = 36,
+    /// `--backend both`: this thread enters (`arg0` 1) or leaves (0) the outermost call of a TLS
+    /// library on object `ssl`; the tracer's socket records on this thread in between carry
+    /// its ciphertext.
+    TlsCall = 60,
 }
 
 impl Kind {
+    /// A TLS library's report: what the system-call tracer cannot see (`--backend both`).
+    pub fn is_tls(self) -> bool {
+        use Kind::*;
+        matches!(
+            self,
+            TlsFd | TlsData | TlsEof | TlsBios | TlsCipher | TlsKey | TlsKeylog | TlsCall
+        )
+    }
+
     fn from_u16(v: u16) -> Option<Kind> {
         use Kind::*;
         Some(match v {
@@ -156,10 +173,16 @@ impl Kind {
             34 => TlsCipher,
             35 => TlsKey,
             36 => TlsKeylog,
+            60 => TlsCall,
             _ => return None,
         })
     }
 }
+
+/// Start's `errno` in a ring the system-call tracer writes.
+pub const BY_TRACER: i32 = 1;
+/// Start's `errno` in a ring the preload library writes beside the tracer (`--backend both`).
+pub const TLS_ONLY: i32 = 2;
 
 /// One call, as the recorder saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -184,8 +184,8 @@ fn go_clients_are_captured() {
     }
 }
 
-/// A DNS server for the namespace of [`dns_inside_glibc_is_captured`]: answers A queries for
-/// anything with 10.1.2.3 and others with no record, and logs each datagram it received and
+/// A DNS server for [`in_dns_namespace`]: answers A queries for anything with the address
+/// given (four decimal bytes) and others with no record, and logs each datagram it received and
 /// sent, in hex, one a line (`in HEX`, `out HEX`).
 const DNS: &str = r#"
 import socket, sys, os
@@ -204,20 +204,24 @@ while True:
     an = 1 if qtype == 1 else 0
     r = q[:2] + b"\x81\x80" + b"\x00\x01" + an.to_bytes(2, "big") + b"\x00\x00\x00\x00" + question
     if an:
-        r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03"
+        r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes(int(x) for x in sys.argv[3].split("."))
     s.sendto(r, peer)
     log.write("out " + r.hex() + "\n")
 "#;
 
-/// glibc's resolver inside `getaddrinfo` sends its queries with its own internal calls, which no
-/// preloaded hook sees. Under the tracer the queries and answers are in the capture, byte for
-/// byte as the DNS server received and sent them. The test gets a network and mount namespace
-/// of its own (root, only to set up the namespace and bind port 53); the traced run is the
-/// test user's.
-#[test]
-fn dns_inside_glibc_is_captured() {
-    let Some(user) = test_user() else { return };
-    let dir = user_dir("tracer-dns", user);
+/// Run `traced` (a shell command line run as `user`) in a network and mount namespace of its
+/// own (root, only to set up the namespace and bind port 53), after `setup` (run as root), with
+/// glibc's resolver pointed at [`DNS`], which answers `answer`. The capture `cap` must hold the
+/// queries and answers byte for byte as the DNS server received and sent them; returns the
+/// command's output and our reading of the capture.
+fn in_dns_namespace(
+    dir: &Path,
+    user: (u32, u32),
+    answer: &str,
+    setup: &str,
+    traced: &str,
+    cap: &Path,
+) -> (std::process::Output, Capture) {
     std::fs::write(
         dir.join("resolv.conf"),
         "nameserver 127.0.0.1\noptions attempts:1 timeout:5\n",
@@ -225,24 +229,22 @@ fn dns_inside_glibc_is_captured() {
     .expect("resolv.conf");
     std::fs::write(dir.join("nsswitch.conf"), "hosts: files dns\n").expect("nsswitch.conf");
     std::fs::write(dir.join("dns.py"), DNS).expect("dns.py");
-    let cap = dir.join("dns.pcap");
     let script = format!(
         "set -e\n\
          ip link set lo up\n\
          mount --bind resolv.conf /etc/resolv.conf\n\
          mount --bind nsswitch.conf /etc/nsswitch.conf\n\
-         {py} dns.py dns.log ready & dns=$!\n\
+         {py} dns.py dns.log ready {answer} & dns=$!\n\
          i=0; while [ ! -e ready ]; do sleep 0.05; i=$((i+1)); [ $i -lt 200 ]; done\n\
+         {setup}\n\
          set +e\n\
-         setpriv --reuid {u} --regid {g} --clear-groups -- {cli} --backend ptrace -w {cap} -- getent ahosts name.test\n\
+         setpriv --reuid {u} --regid {g} --clear-groups -- {traced}\n\
          rc=$?\n\
          kill $dns\n\
          exit $rc\n",
         py = support::python_exe(),
         u = user.0,
         g = user.1,
-        cli = support::cli().display(),
-        cap = cap.display(),
     );
     let out = run_guarded(
         Command::new("unshare")
@@ -255,15 +257,11 @@ fn dns_inside_glibc_is_captured() {
                 "-c",
                 &script,
             ])
-            .current_dir(dir.path()),
+            .current_dir(dir)
+            .env_remove("NETINTERCEPT_BACKEND"),
         LIMIT,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("10.1.2.3"),
-        "{}",
-        text(&out.stdout)
-    );
     let log = std::fs::read_to_string(dir.join("dns.log")).expect("the server's log");
     let mut queries: Vec<String> = Vec::new();
     let mut answers: Vec<String> = Vec::new();
@@ -275,7 +273,7 @@ fn dns_inside_glibc_is_captured() {
         }
     }
     assert!(!queries.is_empty(), "the resolver asked nothing");
-    let ours = support::check_clean(&cap);
+    let ours = support::check_clean(cap);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut to_dns: Vec<String> = ours
         .udp
@@ -294,6 +292,70 @@ fn dns_inside_glibc_is_captured() {
     }
     assert_eq!(to_dns, queries, "the queries, as the server received them");
     assert_eq!(from_dns, answers, "the answers, as the server sent them");
+    (out, ours)
+}
+
+/// glibc's resolver inside `getaddrinfo` sends its queries with its own internal calls, which no
+/// preloaded hook sees. Under the tracer the queries and answers are in the capture, byte for
+/// byte as the DNS server received and sent them.
+#[test]
+fn dns_inside_glibc_is_captured() {
+    let Some(user) = test_user() else { return };
+    let dir = user_dir("tracer-dns", user);
+    let cap = dir.join("dns.pcap");
+    let traced = format!(
+        "{} --backend ptrace -w {} -- getent ahosts name.test",
+        support::cli().display(),
+        cap.display()
+    );
+    let (out, _) = in_dns_namespace(dir.path(), user, "10.1.2.3", "", &traced, &cap);
+    assert!(
+        text(&out.stdout).contains("10.1.2.3"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `--backend both`: one capture holds what only the tracer sees (glibc's DNS queries) and what
+/// only the library sees (curl's TLS, decrypted): the request and answer in plaintext, no TLS
+/// record left, the DNS exchange byte for byte.
+#[test]
+fn both_backends_give_dns_and_decrypted_tls_in_one_capture() {
+    let Some(user) = test_user() else { return };
+    let dir = user_dir("tracer-both", user);
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+        ])
+        .args(["-out", "cert.pem", "-days", "1", "-subj", "/CN=name.test"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl is installed");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    std::fs::write(dir.join("index.html"), "hello through both\n").expect("index.html");
+    let cap = dir.join("both.pcap");
+    let setup = "openssl s_server -quiet -WWW -accept 127.0.0.1:4433 -cert cert.pem -key key.pem \
+                 >/dev/null 2>&1 & \
+                 i=0; until grep -q ':1151 00000000:0000 0A' /proc/net/tcp; do sleep 0.05; \
+                 i=$((i+1)); [ $i -lt 200 ]; done";
+    let traced = format!(
+        "{} --backend both -w {} -- curl -sk https://name.test:4433/index.html",
+        support::cli().display(),
+        cap.display()
+    );
+    let (out, ours) = in_dns_namespace(dir.path(), user, "127.0.0.1", setup, &traced, &cap);
+    assert_eq!(text(&out.stdout), "hello through both\n");
+    let (to, from) = (ours.to_port(4433), ours.sent_from_port(4433));
+    assert_eq!((to.len(), from.len()), (1, 1), "one connection");
+    let request = text(&to[0].bytes);
+    assert!(
+        request.starts_with("GET /index.html HTTP/1.1\r\n"),
+        "{request}"
+    );
+    let answer = text(&from[0].bytes);
+    assert!(answer.ends_with("\r\n\r\nhello through both\n"), "{answer}");
+    let tls = crate::support::tshark::fields(&cap, "tls", &["frame.number"]);
+    assert!(tls.trim().is_empty(), "TLS records left: {tls}");
 }
 
 /// The program's own signals, stops and exit status pass through the tracer: a shell that stops

@@ -42,8 +42,9 @@ pub fn from_env(value: Option<std::ffi::OsString>) -> Result<Backend, String> {
         b"auto" => Ok(Backend::Auto),
         b"preload" => Ok(Backend::Preload),
         b"ptrace" => Ok(Backend::Ptrace),
+        b"both" => Ok(Backend::Both),
         other => Err(format!(
-            "NETINTERCEPT_BACKEND {} is not auto, preload or ptrace",
+            "NETINTERCEPT_BACKEND {} is not auto, preload, ptrace or both",
             crate::quoted::quoted(other, crate::quoted::PATH_CHARS)
         )),
     }

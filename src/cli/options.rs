@@ -61,7 +61,7 @@ pub struct Options {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
-    /// auto, preload (a library) or ptrace (system calls) (sets NETINTERCEPT_BACKEND)
+    /// auto, preload (a library), ptrace (system calls) or both (sets NETINTERCEPT_BACKEND)
     // auto: ptrace for static and Go programs (no library can enter them), else preload.
     #[arg(long = "backend", value_name = "HOW", value_enum)]
     pub backend: Option<Backend>,
@@ -95,6 +95,8 @@ pub enum Backend {
     Preload,
     // The system-call tracer: every system call, whatever made it; TLS stays encrypted.
     Ptrace,
+    // Both: the tracer records every system call, the library only TLS (its plaintext, keys).
+    Both,
 }
 
 /// What the command line means, or the one line that says why it means nothing.
@@ -299,6 +301,12 @@ pub const VARIABLES: &[Variable] = &[
         option: None,
         meaning: "set by netintercept for the processes of a bare LD_PRELOAD run: the process \
                   that waits at exit for the capture",
+    },
+    Variable {
+        name: "NETINTERCEPT_TRACED",
+        option: None,
+        meaning: "set by netintercept --backend both: the library records only TLS, the \
+                  system-call tracer the rest",
     },
 ];
 

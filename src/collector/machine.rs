@@ -153,6 +153,9 @@ pub struct Machine<K: Kernel> {
     free: Vec<ConnId>,
     by_inode: HashMap<u64, ConnId>,
     ssl: HashMap<(i32, u64), i32>,
+    /// `--backend both`: the TLS object each (pid, tid) is inside a call of (TlsCall records),
+    /// which the tracer's socket records cannot say themselves.
+    in_tls: HashMap<(i32, i32), u64>,
     /// SSL objects with no descriptor, on memory BIOs.
     mem_bios: MemBios,
     /// Sockets inside SCM_RIGHTS messages, by inode. Positive: messages sent and not yet
@@ -180,6 +183,7 @@ impl<K: Kernel> Machine<K> {
             free: Vec::new(),
             by_inode: HashMap::new(),
             ssl: HashMap::new(),
+            in_tls: HashMap::new(),
             mem_bios: MemBios::default(),
             in_flight: HashMap::new(),
             key_holds: KeyHolds::default(),
@@ -452,6 +456,12 @@ impl<K: Kernel> Machine<K> {
                 }
             }
             Kind::TlsData => self.on_tls_data(r, &origin, out),
+            Kind::TlsCall if r.arg0 == 1 => {
+                self.in_tls.insert((pid, r.tid), r.ssl);
+            }
+            Kind::TlsCall => {
+                self.in_tls.remove(&(pid, r.tid));
+            }
             Kind::TlsBios => self.mem_bios.learn(r),
             Kind::TlsCipher => self.mem_bios.read_out(r),
             Kind::TlsKey => out.tls_key(&origin, r.data),
@@ -682,6 +692,7 @@ impl<K: Kernel> Machine<K> {
             self.drop_ref(id, emit);
         }
         self.ssl.retain(|(p, _), _| *p != pid);
+        self.in_tls.retain(|(p, _), _| *p != pid);
         self.mem_bios.forget(pid);
         self.key_loggers.remove(&pid);
     }
@@ -1041,9 +1052,15 @@ impl<K: Kernel> Machine<K> {
         if !matches!(c.proto, Proto::Tcp(_)) {
             return false;
         }
-        if r.ssl != 0 {
+        // Made inside a TLS call: said by the hooks' own record, or under `--backend both` by
+        // the library's TlsCall around the tracer's record.
+        let ssl = match r.ssl {
+            0 => self.in_tls.get(&(r.pid, r.tid)).copied().unwrap_or(0),
+            s => s,
+        };
+        if ssl != 0 {
             c.tls = true;
-            self.ssl.insert((r.pid, r.ssl), r.fd);
+            self.ssl.insert((r.pid, ssl), r.fd);
         } else if r.kind == Kind::Send {
             if let Some(ssl) = self.mem_bios.sent(r.pid, r.data) {
                 c.tls = true;

@@ -58,6 +58,21 @@ struct SlotView {
     parent_slot: Option<u32>,
     unresolved: bool,
     exited: bool,
+    /// Who writes this ring, once its Start said so.
+    writer: Writer,
+    /// When the collector first saw the slot in use.
+    seen: Instant,
+}
+
+/// Who writes a ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// No Start read yet.
+    Unknown,
+    /// The library in the process (all of its records, or its TLS records beside the tracer).
+    Library,
+    /// The system-call tracer: the process is gone when the tracer says so.
+    Tracer,
 }
 
 impl SlotView {
@@ -69,6 +84,8 @@ impl SlotView {
             parent_slot: None,
             unresolved: false,
             exited: false,
+            writer: Writer::Unknown,
+            seen: Instant::now(),
         }
     }
 }
@@ -277,6 +294,19 @@ fn apply_head(
     };
     if let Some(mut r) = Record::decode(bytes) {
         if r.kind == Kind::Start {
+            let writer = if r.errno == crate::record::BY_TRACER {
+                Writer::Tracer
+            } else {
+                Writer::Library
+            };
+            if let Some(v) = slots.get_mut(&slot) {
+                v.writer = writer;
+            }
+            if r.errno == crate::record::TLS_ONLY {
+                // It names the ring's writer, nothing more: the tracer reports the process.
+                ring.release(next);
+                return;
+            }
             name_process(slot, &r, slots);
         }
         let Some(v) = slots.get_mut(&slot) else {
@@ -338,7 +368,12 @@ fn reap(
     traced: bool,
 ) {
     let mut newest: HashMap<i32, u64> = HashMap::new();
-    for v in slots.values() {
+    // A tracer's ring and the library's TLS-only ring of the same process live side by side
+    // (`--backend both`): only a library ring supersedes a library ring.
+    for v in slots
+        .values()
+        .filter(|v| !traced || v.writer == Writer::Library)
+    {
         let e = newest.entry(v.pid).or_insert(0);
         *e = (*e).max(v.claim_seq);
     }
@@ -346,10 +381,14 @@ fn reap(
     let ids: Vec<u32> = slots.keys().copied().collect();
     for i in ids {
         let Some(v) = slots.get(&i) else { continue };
-        let superseded = newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
-        let dead = if traced {
+        let superseded = (!traced || v.writer == Writer::Library)
+            && newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
+        let dead = if v.writer == Writer::Tracer {
             // The tracer writes each process's Exit after it reaped it: the pid is gone first.
             v.exited
+        } else if traced && v.writer == Writer::Unknown {
+            // Perhaps the tracer's, its Start about to be committed: give it a moment.
+            !procfs::alive(v.pid) && v.seen.elapsed() > Duration::from_secs(1)
         } else if v.unresolved {
             // Its own pid is unknown: it is gone once it said so, or once its parent is (a
             // sandbox's pid namespace dies with its first process).

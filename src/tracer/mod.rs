@@ -400,6 +400,7 @@ impl Tracer {
                 put(parent_ring, parent_pid, tid, &fork);
                 let ring = self.region.claim(new);
                 let mut start = Record::new(Kind::Start);
+                start.errno = crate::record::BY_TRACER;
                 start.arg0 = i64::from(parent_pid);
                 start.arg1 = 1;
                 put(ring, new, new, &start);
@@ -504,6 +505,7 @@ impl Tracer {
 fn scan(p: &mut Proc, pid: i32, tid: i32, events: bool) {
     p.fds.clear();
     let mut start = Record::new(Kind::Start);
+    start.errno = crate::record::BY_TRACER;
     let name = if events {
         program_name(pid)
     } else {
