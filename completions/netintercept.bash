@@ -23,7 +23,7 @@ _netintercept() {
 
     case "${cmd}" in
         netintercept)
-            opts="-w -f -c -q -h --no-follow --keylog --nss-keys --events --events-pcap --quiet --help"
+            opts="-w -f -c -q -p -h --no-follow --keylog --nss-keys --events --events-pcap --quiet --backend --attach --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -71,6 +71,18 @@ _netintercept() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o plusdirs
                     fi
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto preload ptrace both" -- "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

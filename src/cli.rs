@@ -11,6 +11,7 @@ use crate::config;
 use crate::layout;
 use crate::quoted::{quoted, PATH_CHARS};
 
+mod backend;
 mod docs;
 mod options;
 mod private_key_log;
@@ -107,6 +108,141 @@ fn warn_if_static(cmd: &Path) {
     }
 }
 
+/// Start the command under the system-call tracer; `Err` holds the exit code after a failure
+/// was said.
+fn trace(
+    args: &options::Options,
+    exe: Option<&Path>,
+    events: bool,
+    stdout_to_stderr: bool,
+    region: crate::ring::Region,
+    extra_env: &[(OsString, OsString)],
+) -> Result<crate::collector::Until, i32> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStringExt;
+    let name = args.command[0].to_string_lossy().into_owned();
+    let cstr = |b: Vec<u8>| CString::new(b).map_err(|_| ());
+    let Some(exe) = exe else {
+        eprintln!("netintercept: cannot run '{name}': No such file or directory");
+        return Err(127);
+    };
+    let argv: Result<Vec<CString>, ()> = args
+        .command
+        .iter()
+        .map(|a| cstr(a.as_bytes().to_vec()))
+        .collect();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !extra_env.iter().any(|(e, _)| e == k))
+        .collect();
+    env.extend(extra_env.iter().cloned());
+    let envp: Result<Vec<CString>, ()> = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstr(kv)
+        })
+        .collect();
+    let (Ok(path), Ok(argv), Ok(envp)) = (cstr(exe.as_os_str().as_bytes().to_vec()), argv, envp)
+    else {
+        eprintln!("netintercept: cannot run '{name}': an argument holds a NUL byte");
+        return Err(2);
+    };
+    let spec = crate::tracer::Spec {
+        path,
+        argv,
+        envp,
+        stdout_to_stderr,
+        events,
+        follow: !args.no_follow && std::env::var_os("NETINTERCEPT_FOLLOW").is_none_or(|v| v != "0"),
+    };
+    match crate::tracer::launch(spec, region) {
+        Ok(running) => Ok(crate::collector::Until::Traced(running.status)),
+        Err(crate::tracer::LaunchError::Exec(e)) => {
+            eprintln!(
+                "netintercept: cannot run '{name}': {}",
+                std::io::Error::from_raw_os_error(e)
+            );
+            Err(if e == libc::ENOENT { 127 } else { 126 })
+        }
+        Err(
+            crate::tracer::LaunchError::Tracer(line) | crate::tracer::LaunchError::Attach(line),
+        ) => {
+            eprintln!("netintercept: {line}");
+            Err(2)
+        }
+    }
+}
+
+/// `-p PID,…`: trace running processes until a detaching signal (or until they are gone),
+/// then write the capture and let them run on.
+fn attached(
+    args: &options::Options,
+    cfg: &config::Config,
+    filter: Option<crate::filter::Filter>,
+) -> i32 {
+    let (region_path, region) = match crate::collector::spawn::create_region() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netintercept: {e}");
+            return 2;
+        }
+    };
+    // SAFETY: getpid cannot fail.
+    region.set_collector_pid(unsafe { libc::getpid() });
+    let outputs = crate::collector::outputs(&region, cfg, filter);
+    crate::tracer::detach_on_signals();
+    let pids = args.attach.iter().map(|&p| p as i32).collect();
+    let running = match crate::tracer::attach(pids, region, cfg.events.is_some()) {
+        Ok(r) => r,
+        Err(
+            crate::tracer::LaunchError::Attach(line) | crate::tracer::LaunchError::Tracer(line),
+        ) => {
+            let _ = std::fs::remove_file(&region_path);
+            eprintln!("netintercept: {line}");
+            return 1;
+        }
+        Err(crate::tracer::LaunchError::Exec(_)) => return 1,
+    };
+    let mode = crate::tls::mode();
+    let ended = crate::collector::run(
+        region,
+        outputs,
+        mode,
+        crate::collector::Until::Traced(running.status),
+    );
+    let _ = std::fs::remove_file(&region_path);
+    report(args, cfg, &ended, mode);
+    0
+}
+
+/// The end-of-run block (unless `-q`).
+fn report(
+    args: &options::Options,
+    cfg: &config::Config,
+    ended: &crate::collector::Ended,
+    mode: crate::tls::Mode,
+) {
+    if args.quiet {
+        return;
+    }
+    for line in summary::lines(&ended.report, mode == crate::tls::Mode::Plain) {
+        eprintln!("netintercept: {line}");
+    }
+    // The key log is a file of its own, whatever the capture's name.
+    match (&ended.report.keylog, &cfg.keylog) {
+        (Some(f), _) => eprintln!(
+            "netintercept: TLS keys written to {}",
+            quoted(f.as_bytes(), PATH_CHARS)
+        ),
+        (None, Some(_)) if !ended.report.keylog_failed => {
+            eprintln!("netintercept: no TLS keys logged, no key log written")
+        }
+        _ => {}
+    }
+}
+
 /// Run the CLI with `argv` (without the program name); returns the exit status.
 pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let args = match options::parse(argv) {
@@ -157,7 +293,27 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {
         return 2;
     };
-    warn_if_static(Path::new(&args.command[0]));
+    if !args.attach.is_empty() {
+        return attached(&args, &cfg, filter);
+    }
+    let exe = resolve(Path::new(&args.command[0]));
+    let asked = match args.backend {
+        Some(b) => b,
+        None => match backend::from_env(std::env::var_os("NETINTERCEPT_BACKEND")) {
+            Ok(b) => b,
+            Err(line) => {
+                eprintln!("netintercept: {line}");
+                return 2;
+            }
+        },
+    };
+    let (how, why) = backend::choose(asked, exe.as_deref());
+    if let Some(why) = why {
+        eprintln!("netintercept: {why}");
+    }
+    if how == options::Backend::Preload {
+        warn_if_static(Path::new(&args.command[0]));
+    }
     let pattern = cfg.file_pattern.clone();
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
@@ -225,25 +381,56 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         }
     }
     let outputs = crate::collector::outputs(&region, &cfg, filter);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&region_path);
-            eprintln!(
-                "netintercept: cannot run '{}': {e}",
-                args.command[0].to_string_lossy()
-            );
-            // As a shell says it: 127 not found, 126 found but not executable.
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+    let until = if matches!(how, options::Backend::Ptrace | options::Backend::Both) {
+        // With both, the library goes in too, for TLS alone (the tracer records the rest).
+        let extra: Vec<(OsString, OsString)> = if how == options::Backend::Both {
+            cmd.get_envs()
+                .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+                .chain([(
+                    OsString::from(crate::recorder::TRACED_VAR),
+                    OsString::from("1"),
+                )])
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let traced = trace(
+            &args,
+            exe.as_deref(),
+            cfg.events.is_some(),
+            pattern == "-",
+            region,
+            &extra,
+        );
+        match traced {
+            Ok(u) => u,
+            Err(code) => {
+                let _ = std::fs::remove_file(&region_path);
+                return code;
+            }
         }
+    } else {
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&region_path);
+                eprintln!(
+                    "netintercept: cannot run '{}': {e}",
+                    args.command[0].to_string_lossy()
+                );
+                // As a shell says it: 127 not found, 126 found but not executable.
+                return if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+            }
+        };
+        if let Some(line) = crate::tls::complaint() {
+            eprintln!("netintercept: {line}");
+        }
+        crate::collector::Until::Child(child)
     };
-    if let Some(line) = crate::tls::complaint() {
-        eprintln!("netintercept: {line}");
-    }
     // Like a shell waiting for a foreground job: the terminal's ^C and ^\ are for the program.
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
     unsafe {
@@ -251,28 +438,13 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
     let mode = crate::tls::mode();
-    let ended = crate::collector::run(region, outputs, mode, crate::collector::Until::Child(child));
+    let ended = crate::collector::run(region, outputs, mode, until);
     let _ = std::fs::remove_file(&region_path);
     let Some(status) = ended.status else {
         eprintln!("netintercept: waiting for the program failed");
         return 2;
     };
-    if !args.quiet {
-        for line in summary::lines(&ended.report, mode == crate::tls::Mode::Plain) {
-            eprintln!("netintercept: {line}");
-        }
-        // The key log is a file of its own, whatever the capture's name.
-        match (&ended.report.keylog, &cfg.keylog) {
-            (Some(f), _) => eprintln!(
-                "netintercept: TLS keys written to {}",
-                quoted(f.as_bytes(), PATH_CHARS)
-            ),
-            (None, Some(_)) if !ended.report.keylog_failed => {
-                eprintln!("netintercept: no TLS keys logged, no key log written")
-            }
-            _ => {}
-        }
-    }
+    report(&args, &cfg, &ended, mode);
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))

@@ -20,3 +20,4 @@ pub mod ring;
 pub mod sockaddr;
 pub mod sys;
 pub mod tls;
+pub mod tracer;

@@ -15,6 +15,10 @@ pub enum Kind {
     /// The library loaded in process `pid` (`arg1` 0: a new process or an exec, whose
     /// descriptor scan follows) or a fork child took its own ring (`arg1` 1; `arg0` the parent).
     /// With `--events`, a new image's `data` is its program name (`argv[0]`'s base name).
+    /// `errno` is [`BY_TRACER`] when the system-call tracer writes this ring: its records end
+    /// with its Exit (or Detached), whatever the kernel says of the pid; [`TLS_ONLY`] when the
+    /// library writes only TLS records beside the tracer's (that Start is not a new image: it
+    /// only names the ring's writer).
     Start = 1,
     /// A socket found open at load: `fd`, `arg0` its type, `arg1` its inode, `ret` 1 when
     /// listening, `addr` the peer and `local` the local address.
@@ -26,6 +30,9 @@ pub enum Kind {
     Fork = 4,
     /// The process is leaving through `exit` or `_exit`: end what it holds.
     Exit = 5,
+    /// The tracer let the process go (`-p`, at ^C): it runs on, its connections open. Like
+    /// Exit, its records end here; unlike Exit, nothing of its is closed.
+    Detached = 6,
     /// `socket()` returned `ret`, an IPv4/IPv6 socket whose inode is `arg0`; `arg1` holds its
     /// type with flags (bits 0-31), its domain (32-47) and protocol (48-63).
     Socket = 10,
@@ -147,12 +154,33 @@ pub enum Kind {
     /// message (level in bits 0-31, type in 32-62, bit 63 set; 0 when none), its buffer count
     /// and the sizes of its first ones (at most [`MMSG_SIZES`]).
     Mmsg = 42,
+    /// `--backend both`: this thread enters (`arg0` 1) or leaves (0) the outermost call of a TLS
+    /// library on object `ssl`; the tracer's socket records on this thread in between carry
+    /// its ciphertext.
+    TlsCall = 43,
 }
 
 /// The buffer sizes a [`Kind::Mmsg`] record keeps per message.
 pub const MMSG_SIZES: usize = 16;
 
 impl Kind {
+    /// A TLS library's report: what the system-call tracer cannot see (`--backend both`).
+    pub fn is_tls(self) -> bool {
+        use Kind::*;
+        matches!(
+            self,
+            TlsFd
+                | TlsData
+                | TlsEof
+                | TlsBios
+                | TlsCipher
+                | TlsKey
+                | TlsKeylog
+                | TlsCall
+                | KeyLogFile
+        )
+    }
+
     fn from_u16(v: u16) -> Option<Kind> {
         use Kind::*;
         Some(match v {
@@ -161,6 +189,7 @@ impl Kind {
             3 => Scanned,
             4 => Fork,
             5 => Exit,
+            6 => Detached,
             10 => Socket,
             11 => Connect,
             12 => Bind,
@@ -194,10 +223,16 @@ impl Kind {
             40 => EpollWait,
             41 => SockCall,
             42 => Mmsg,
+            43 => TlsCall,
             _ => return None,
         })
     }
 }
+
+/// Start's `errno` in a ring the system-call tracer writes.
+pub const BY_TRACER: i32 = 1;
+/// Start's `errno` in a ring the preload library writes beside the tracer (`--backend both`).
+pub const TLS_ONLY: i32 = 2;
 
 /// One call, as the recorder saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,6 +22,13 @@ pub const RING_VAR: &str = "NETINTERCEPT_RING";
 /// the user waits for. Other processes never wait: their records outlive them in the ring, and
 /// under the CLI the CLI itself waits for the collector.
 pub const ROOT_VAR: &str = "NETINTERCEPT_ROOT";
+/// Set by the CLI for `--backend both`: the system-call tracer records every socket call of
+/// this process, so the library records only what the tracer cannot see, TLS.
+pub const TRACED_VAR: &str = "NETINTERCEPT_TRACED";
+/// Only TLS records are written (see [`TRACED_VAR`]): no descriptor is ever marked a socket, so
+/// every socket hook takes its one-load path, and no other kind leaves the process.
+static TLS_ONLY: AtomicBool = AtomicBool::new(false);
+
 /// Slots and ring size of a region: a process each, alive at the same time.
 pub const SLOTS: u32 = 128;
 pub const RING_BYTES: u64 = 4 << 20;
@@ -76,6 +83,10 @@ pub fn is_tracked(fd: i32) -> bool {
 }
 
 pub fn set_kind(fd: i32, k: u8) {
+    if TLS_ONLY.load(Relaxed) {
+        // No number is a socket to the hooks: the tracer records the socket calls.
+        return;
+    }
     if let Ok(i) = usize::try_from(fd) {
         if i < KINDS_LEN {
             KINDS[i].store(k, Relaxed);
@@ -221,6 +232,9 @@ pub fn emit(rec: &Record, total: usize, data: &dyn Payload) {
     if !ENABLED.load(Relaxed) {
         return;
     }
+    if TLS_ONLY.load(Relaxed) && !rec.kind.is_tls() && rec.kind != Kind::Start {
+        return;
+    }
     let Some(ring) = ring() else { return };
     let mut rec = *rec;
     rec.pid = PID.load(Relaxed);
@@ -352,6 +366,7 @@ pub fn init() -> Result<(), String> {
         }
     };
 
+    TLS_ONLY.store(std::env::var_os(TRACED_VAR).is_some(), Relaxed);
     let (base, len) = crate::collector::spawn::map_region_file(std::path::Path::new(&path))?;
     BASE.store(base, Release);
     LEN.store(len, Relaxed);
@@ -374,10 +389,16 @@ pub fn init() -> Result<(), String> {
     // SAFETY: getppid has no arguments and cannot fail.
     start.arg0 = unsafe { libc::getppid() } as i64;
     start.ret = global.is_none() as i64;
+    if TLS_ONLY.load(Relaxed) {
+        start.errno = crate::record::TLS_ONLY;
+    }
     let name = program_name();
     emit(&start, name.len(), &name);
     announce_key_log_file();
-    scan_inherited();
+    if !TLS_ONLY.load(Relaxed) {
+        // Under the tracer, it found them (and its probe's calls would be the program's).
+        scan_inherited();
+    }
     emit(&Record::new(Kind::Scanned), 0, &NOTHING);
     Ok(())
 }
@@ -503,6 +524,21 @@ pub fn probe(fd: i32) {
     }
 }
 
+/// `--backend both`: this thread enters (`inside`) or leaves the outermost call of a TLS
+/// library on object `ssl`. The tracer records the socket calls made in between; this is how
+/// the collector knows they carry that object's ciphertext (the hooks no longer see them).
+pub fn tls_call(ssl: usize, inside: bool) {
+    if !TLS_ONLY.load(Relaxed) {
+        return;
+    }
+    let saved = sys::errno();
+    let mut r = Record::new(Kind::TlsCall);
+    r.ssl = ssl as u64;
+    r.arg0 = i64::from(inside);
+    emit(&r, 0, &NOTHING);
+    sys::set_errno(saved);
+}
+
 /// Whether the calls only event traces need are recorded (`NETINTERCEPT_EVENTS` set at load):
 /// without it, their hooks cost this one relaxed load.
 pub static EVENTS: AtomicBool = AtomicBool::new(false);
@@ -539,6 +575,9 @@ extern "C" fn after_fork_child() {
     r.arg1 = 1;
     r.ret = global.is_none() as i64;
     r.ssl = u64::from(parent_slot) + 1;
+    if TLS_ONLY.load(Relaxed) {
+        r.errno = crate::record::TLS_ONLY;
+    }
     emit(&r, 0, &NOTHING);
 }
 

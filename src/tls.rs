@@ -99,6 +99,7 @@ pub fn enter(ssl: usize) -> usize {
             let prev = c.get();
             if prev == 0 {
                 c.set(ssl);
+                crate::recorder::tls_call(ssl, true);
             }
             prev
         })
@@ -108,7 +109,10 @@ pub fn enter(ssl: usize) -> usize {
 /// Leave the SSL call entered with [`enter`].
 pub fn leave(prev: usize) {
     if prev == 0 {
-        let _ = CURRENT.try_with(|c| c.set(0));
+        let ssl = CURRENT.try_with(|c| c.replace(0)).unwrap_or(0);
+        if ssl != 0 {
+            crate::recorder::tls_call(ssl, false);
+        }
     }
 }
 

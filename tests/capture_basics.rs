@@ -380,7 +380,7 @@ fn cli_warns_about_statically_linked_programs() {
         "gcc -static needs libc6-dev (.ci/run installs it)"
     );
     let out = std::process::Command::new(support::cli())
-        .arg("./s")
+        .args(["--backend", "preload", "./s"])
         .current_dir(dir.path())
         .output()
         .expect("cli");

@@ -106,7 +106,7 @@ impl Drop for Watchdog {
 }
 
 /// `run_with_timeout` with every process of the run killed if it hangs.
-fn run_guarded(cmd: &mut Command, limit: Duration) -> Output {
+pub(crate) fn run_guarded(cmd: &mut Command, limit: Duration) -> Output {
     let dog = Watchdog::new(limit);
     dog.join(cmd);
     support::run_with_timeout(cmd, limit)
@@ -154,7 +154,7 @@ fn assert_file(path: &Path, expected: &str, what: &str) {
     );
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -292,7 +292,7 @@ impl Drop for Sink {
 
 /// Wait until something listens on 127.0.0.1:`port`, without connecting (a probe connection
 /// would be one more stream in the capture): read /proc/net/tcp.
-fn wait_listening(port: u16) {
+pub(crate) fn wait_listening(port: u16) {
     let needle = format!("0100007F:{port:04X}");
     let start = Instant::now();
     loop {
@@ -315,7 +315,7 @@ fn wait_listening(port: u16) {
 /// An unprivileged user to run programs as: (uid, gid). Created with `useradd` when missing.
 /// None (with the reason printed) when that is impossible here. Looked up once per test binary,
 /// so that tests running in parallel never race to create the user.
-fn test_user() -> Option<(u32, u32)> {
+pub(crate) fn test_user() -> Option<(u32, u32)> {
     static USER: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
     match USER.get_or_init(find_or_create_user) {
         Ok(user) => Some(*user),
@@ -373,7 +373,7 @@ fn find_or_create_user() -> Result<(u32, u32), String> {
 
 /// `setpriv` set up to run the rest of its command line as `user`, in `dir`, with none of our
 /// variables inherited from the test's environment.
-fn setpriv(user: (u32, u32), dir: &Path) -> Command {
+pub(crate) fn setpriv(user: (u32, u32), dir: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid",
@@ -432,7 +432,7 @@ fn untraced_as(user: (u32, u32), dir: &Path, program: impl AsRef<OsStr>, args: &
     cmd
 }
 
-fn chown(path: &Path, user: (u32, u32)) {
+pub(crate) fn chown(path: &Path, user: (u32, u32)) {
     std::os::unix::fs::chown(path, Some(user.0), Some(user.1)).expect("chown");
 }
 

@@ -13,7 +13,7 @@ use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser, Valu
 #[command(
     name = "netintercept",
     about = ABOUT,
-    override_usage = "netintercept [OPTIONS] [--] COMMAND [ARGS]..."
+    override_usage = "netintercept [OPTIONS] [--] COMMAND [ARGS]...\n       netintercept [OPTIONS] -p PID[,PID...]"
 )]
 pub struct Options {
     /// Capture file pattern, '-' for stdout (sets NETINTERCEPT_FILE; default netintercept.pcap)
@@ -69,6 +69,20 @@ pub struct Options {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
+    /// auto, preload (a library), ptrace (system calls) or both (sets NETINTERCEPT_BACKEND)
+    // auto: ptrace for static and Go programs (no library can enter them), else preload.
+    #[arg(long = "backend", value_name = "HOW", value_enum)]
+    pub backend: Option<Backend>,
+
+    /// Trace running processes (comma-separated pids) by ptrace until ^C, instead of a COMMAND
+    #[arg(
+        short = 'p',
+        long = "attach",
+        value_name = "PID",
+        value_delimiter = ','
+    )]
+    pub attach: Vec<u32>,
+
     /// The program to run, and its arguments: everything from COMMAND on is the program's
     // Not `required`: clap's message for a missing one is several lines, ours is one (`parse`).
     #[arg(
@@ -78,6 +92,19 @@ pub struct Options {
         value_hint = ValueHint::CommandWithArguments
     )]
     pub command: Vec<OsString>,
+}
+
+/// Where the records come from (`--backend`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    // ptrace for statically linked and Go programs, preload for the rest.
+    Auto,
+    // The preload library: every libc call, TLS decrypted.
+    Preload,
+    // The system-call tracer: every system call, whatever made it; TLS stays encrypted.
+    Ptrace,
+    // Both: the tracer records every system call, the library only TLS (its plaintext, keys).
+    Both,
 }
 
 /// What the command line means, or the one line that says why it means nothing.
@@ -109,9 +136,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Parsed {
         return Parsed::GenerateDocs(dir.clone());
     }
     match Options::from_arg_matches(&matches) {
-        Ok(o) if o.command.is_empty() => {
+        Ok(o) if o.command.is_empty() && o.attach.is_empty() => {
             Parsed::Usage("no COMMAND given; see 'netintercept --help'".into())
         }
+        Ok(o) if !o.command.is_empty() && !o.attach.is_empty() => Parsed::Usage(
+            "-p traces running processes: give it no COMMAND; see 'netintercept --help'".into(),
+        ),
         Ok(o) => Parsed::Run(o),
         Err(e) => from_error(e),
     }
@@ -238,6 +268,12 @@ pub const VARIABLES: &[Variable] = &[
                   its N.json (tcpsnitch's -c); needs NETINTERCEPT_EVENTS; default 0",
     },
     Variable {
+        name: "NETINTERCEPT_BACKEND",
+        option: Some("--backend"),
+        meaning: "auto (default: the system-call tracer for statically linked and Go programs, \
+                  else the preload library), preload, ptrace or both; read by the CLI",
+    },
+    Variable {
         name: "NETINTERCEPT_TLS",
         option: None,
         meaning: "plain (default: decrypted TLS), raw (the ciphertext) or both (the ciphertext \
@@ -281,6 +317,12 @@ pub const VARIABLES: &[Variable] = &[
         option: None,
         meaning: "set by netintercept for the processes of a bare LD_PRELOAD run: the process \
                   that waits at exit for the capture",
+    },
+    Variable {
+        name: "NETINTERCEPT_TRACED",
+        option: None,
+        meaning: "set by netintercept --backend both: the library records only TLS, the \
+                  system-call tracer the rest",
     },
 ];
 

@@ -162,6 +162,7 @@ impl KeyHolds {
             | Kind::Received
             | Kind::Passed
             | Kind::Exit
+            | Kind::Detached
             | Kind::Start
             | Kind::Scanned => true,
             // Held themselves when on the connection.

@@ -59,6 +59,9 @@ pub enum Note {
     /// took: TLS linked into the program (node's OpenSSL, BoringSSL, Go, rustls), whose
     /// plaintext and keys are out of reach.
     UnhookedTls,
+    /// A handshake made up for a connection found already open (inherited over exec, or held
+    /// by a process netintercept attached to): its real handshake was never seen.
+    FoundOpen,
 }
 
 impl fmt::Display for Note {
@@ -66,6 +69,7 @@ impl fmt::Display for Note {
         match self {
             Note::Discarded(n) => write!(f, "{n} bytes discarded unread (MSG_TRUNC): not captured"),
             Note::UnhookedTls => write!(f, "TLS by a library we do not hook: ciphertext"),
+            Note::FoundOpen => write!(f, "synthesized: the connection was found already open"),
         }
     }
 }
@@ -155,6 +159,9 @@ pub struct Machine<K: Kernel> {
     free: Vec<ConnId>,
     by_inode: HashMap<u64, ConnId>,
     ssl: HashMap<(i32, u64), i32>,
+    /// `--backend both`: the TLS object each (pid, tid) is inside a call of (TlsCall records),
+    /// which the tracer's socket records cannot say themselves.
+    in_tls: HashMap<(i32, i32), u64>,
     /// SSL objects with no descriptor, on memory BIOs.
     mem_bios: MemBios,
     /// Sockets inside SCM_RIGHTS messages, by inode. Positive: messages sent and not yet
@@ -186,6 +193,7 @@ impl<K: Kernel> Machine<K> {
             free: Vec::new(),
             by_inode: HashMap::new(),
             ssl: HashMap::new(),
+            in_tls: HashMap::new(),
             mem_bios: MemBios::default(),
             in_flight: HashMap::new(),
             key_holds: KeyHolds::default(),
@@ -318,7 +326,8 @@ impl<K: Kernel> Machine<K> {
             fd: r.fd,
             call: r.call,
             ts_ns: r.ts_ns,
-            note: None,
+            // A socket found open (at load, after an exec, at attach): what it is given is made up.
+            note: (r.kind == Kind::Discovered).then_some(Note::FoundOpen),
         };
         let mut emit = |b: &[u8]| out.packet(&origin, b);
         let pid = r.pid;
@@ -341,6 +350,10 @@ impl<K: Kernel> Machine<K> {
             Kind::Discovered => self.on_discovered(r, &mut emit),
             Kind::Scanned => self.on_scanned(pid, &mut emit),
             Kind::Exit => self.on_exit(pid, &mut emit),
+            // Its connections go on without us: no FIN, no reset, nothing more of them.
+            Kind::Detached => {
+                self.procs.remove(&pid);
+            }
             Kind::Socket => {
                 let proto = match r.arg1 as i32 & 0xf {
                     libc::SOCK_STREAM => Proto::Tcp(Tcp::Fresh),
@@ -479,6 +492,12 @@ impl<K: Kernel> Machine<K> {
                 out.key_log_file(&origin, r.data, r.arg0, r.arg1 as u64);
             }
             Kind::TlsData => self.on_tls_data(r, &origin, out),
+            Kind::TlsCall if r.arg0 == 1 => {
+                self.in_tls.insert((pid, r.tid), r.ssl);
+            }
+            Kind::TlsCall => {
+                self.in_tls.remove(&(pid, r.tid));
+            }
             Kind::TlsBios => self.mem_bios.learn(r),
             Kind::TlsCipher => self.mem_bios.read_out(r),
             Kind::TlsKey => out.tls_key(&origin, r.data),
@@ -722,6 +741,7 @@ impl<K: Kernel> Machine<K> {
             self.drop_ref(id, emit);
         }
         self.ssl.retain(|(p, _), _| *p != pid);
+        self.in_tls.retain(|(p, _), _| *p != pid);
         self.mem_bios.forget(pid);
         self.key_loggers.remove(&pid);
     }
@@ -1081,9 +1101,15 @@ impl<K: Kernel> Machine<K> {
         if !matches!(c.proto, Proto::Tcp(_)) {
             return false;
         }
-        if r.ssl != 0 {
+        // Made inside a TLS call: said by the hooks' own record, or under `--backend both` by
+        // the library's TlsCall around the tracer's record.
+        let ssl = match r.ssl {
+            0 => self.in_tls.get(&(r.pid, r.tid)).copied().unwrap_or(0),
+            s => s,
+        };
+        if ssl != 0 {
             c.tls = true;
-            self.ssl.insert((r.pid, r.ssl), r.fd);
+            self.ssl.insert((r.pid, ssl), r.fd);
         } else if r.kind == Kind::Send {
             if let Some(ssl) = self.mem_bios.sent(r.pid, r.data) {
                 c.tls = true;

@@ -143,6 +143,7 @@ impl MemBios {
                 | Kind::NewFd
                 | Kind::Received
                 | Kind::Exit
+                | Kind::Detached
                 | Kind::Start
                 | Kind::Scanned
         );

@@ -20,6 +20,7 @@ pub mod sock_trace;
 pub mod spawn;
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use machine::{Machine, Origin, PacketSink};
@@ -42,6 +43,10 @@ pub enum Until {
     Child(std::process::Child),
     /// A detached collector: when no traced process remains (after at least one appeared).
     LastProcess,
+    /// The system-call tracer's command ([`crate::tracer`]): the run ends when the tracer has
+    /// reported the command's exit and no traced process remains. The tracer, not the kernel's
+    /// view of a pid, says when a process is gone (it ends each process's records with Exit).
+    Traced(std::sync::mpsc::Receiver<std::process::ExitStatus>),
 }
 
 struct SlotView {
@@ -54,6 +59,21 @@ struct SlotView {
     parent_slot: Option<u32>,
     unresolved: bool,
     exited: bool,
+    /// Who writes this ring, once its Start said so.
+    writer: Writer,
+    /// When the collector first saw the slot in use.
+    seen: Instant,
+}
+
+/// Who writes a ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// No Start read yet.
+    Unknown,
+    /// The library in the process (all of its records, or its TLS records beside the tracer).
+    Library,
+    /// The system-call tracer: the process is gone when the tracer says so.
+    Tracer,
 }
 
 impl SlotView {
@@ -65,6 +85,8 @@ impl SlotView {
             parent_slot: None,
             unresolved: false,
             exited: false,
+            writer: Writer::Unknown,
+            seen: Instant::now(),
         }
     }
 }
@@ -104,9 +126,10 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut ever = false;
-    let mut child = match until {
-        Until::Child(c) => Some(c),
-        Until::LastProcess => None,
+    let (mut child, traced) = match until {
+        Until::Child(c) => (Some(c), None),
+        Until::LastProcess => (None, None),
+        Until::Traced(rx) => (None, Some(rx)),
     };
     let mut status = None;
     let started = Instant::now();
@@ -135,17 +158,35 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         moved += read_key_files(&mut machine, &mut outputs);
         if last_liveness.elapsed() >= LIVENESS || moved == 0 {
             last_liveness = Instant::now();
-            reap(&region, &mut slots, &mut machine, &mut outputs);
+            reap(
+                &region,
+                &mut slots,
+                &mut machine,
+                &mut outputs,
+                traced.is_some(),
+            );
         }
         if let Some(c) = child.as_mut() {
             if status.is_none() {
                 status = c.try_wait().ok().flatten();
             }
         }
+        if let Some(rx) = traced.as_ref() {
+            if status.is_none() {
+                match rx.try_recv() {
+                    Ok(s) => status = Some(s),
+                    // The tracer is gone without a word (it cannot be: it always reports): end.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        status = Some(std::process::ExitStatus::from_raw(255 << 8))
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                }
+            }
+        }
         let over = slots.is_empty()
-            && match child {
-                Some(_) => status.is_some(),
-                None => ever || started.elapsed() > Duration::from_secs(10),
+            && match (&child, &traced) {
+                (Some(_), _) | (_, Some(_)) => status.is_some(),
+                (None, None) => ever || started.elapsed() > Duration::from_secs(10),
             };
         if over {
             // A fork child may not have claimed its slot yet when its parent is gone: wait a
@@ -280,6 +321,19 @@ fn apply_head(
     };
     if let Some(mut r) = Record::decode(bytes) {
         if r.kind == Kind::Start {
+            let writer = if r.errno == crate::record::BY_TRACER {
+                Writer::Tracer
+            } else {
+                Writer::Library
+            };
+            if let Some(v) = slots.get_mut(&slot) {
+                v.writer = writer;
+            }
+            if r.errno == crate::record::TLS_ONLY {
+                // It names the ring's writer, nothing more: the tracer reports the process.
+                ring.release(next);
+                return;
+            }
             name_process(slot, &r, slots);
         }
         let Some(v) = slots.get_mut(&slot) else {
@@ -303,7 +357,7 @@ fn apply_head(
         outputs.take_frames();
         machine.apply(&r, outputs);
         outputs.trace_event(&r);
-        if r.kind == Kind::Exit {
+        if matches!(r.kind, Kind::Exit | Kind::Detached) {
             if let Some(v) = slots.get_mut(&slot) {
                 v.exited = true;
             }
@@ -344,9 +398,15 @@ fn reap(
     slots: &mut HashMap<u32, SlotView>,
     machine: &mut Machine<procfs::ProcFs>,
     outputs: &mut Outputs,
+    traced: bool,
 ) {
     let mut newest: HashMap<i32, u64> = HashMap::new();
-    for v in slots.values() {
+    // A tracer's ring and the library's TLS-only ring of the same process live side by side
+    // (`--backend both`): only a library ring supersedes a library ring.
+    for v in slots
+        .values()
+        .filter(|v| !traced || v.writer == Writer::Library)
+    {
         let e = newest.entry(v.pid).or_insert(0);
         *e = (*e).max(v.claim_seq);
     }
@@ -354,8 +414,15 @@ fn reap(
     let ids: Vec<u32> = slots.keys().copied().collect();
     for i in ids {
         let Some(v) = slots.get(&i) else { continue };
-        let superseded = newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
-        let dead = if v.unresolved {
+        let superseded = (!traced || v.writer == Writer::Library)
+            && newest.get(&v.pid).is_some_and(|&n| n > v.claim_seq);
+        let dead = if v.writer == Writer::Tracer {
+            // The tracer writes each process's Exit after it reaped it: the pid is gone first.
+            v.exited
+        } else if traced && v.writer == Writer::Unknown {
+            // Perhaps the tracer's, its Start about to be committed: give it a moment.
+            !procfs::alive(v.pid) && v.seen.elapsed() > Duration::from_secs(1)
+        } else if v.unresolved {
             // Its own pid is unknown: it is gone once it said so, or once its parent is (a
             // sandbox's pid namespace dies with its first process).
             v.exited

@@ -242,6 +242,7 @@ impl SockTraces {
             Kind::Start if r.arg1 == 0 => self.end_process(pid, "a new program image started"),
             Kind::Start => self.fork(r.arg0 as i32, pid, r),
             Kind::Fork => self.fork(pid, r.ret as i32, r),
+            Kind::Detached => self.end_process(pid, "netintercept detached from the process"),
             Kind::Exit => {
                 self.end_process(pid, "the process exited");
                 self.names.remove(&pid);
