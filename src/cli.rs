@@ -155,7 +155,8 @@ fn trace(
         envp,
         stdout_to_stderr,
         events,
-        follow: !args.no_follow && std::env::var_os("NETINTERCEPT_FOLLOW").is_none_or(|v| v != "0"),
+        follow: !args.no_follow
+            && config::follow(std::env::var_os("NETINTERCEPT_FOLLOW").as_deref()).unwrap_or(true),
     };
     match crate::tracer::launch(spec, region) {
         Ok(running) => Ok(crate::collector::Until::Traced(running.status)),
