@@ -149,6 +149,15 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         "NETINTERCEPT_FILTER" if args.filter.is_some() => args.filter.clone(),
         "NETINTERCEPT_KEYLOG" if args.keylog.is_some() => args.keylog.clone(),
         "NETINTERCEPT_EVENTS" if args.events.is_some() => args.events.clone(),
+        "NETINTERCEPT_TCP_INFO_BYTES" if args.tcp_info_bytes.is_some() => {
+            args.tcp_info_bytes.map(|n| n.to_string().into())
+        }
+        "NETINTERCEPT_TCP_INFO_USEC" if args.tcp_info_usec.is_some() => {
+            args.tcp_info_usec.map(|n| n.to_string().into())
+        }
+        "NETINTERCEPT_TCP_EVENTS" if args.tcp_events => {
+            Some(if args.timestamps { "time" } else { "1" }.into())
+        }
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {

@@ -57,6 +57,22 @@ pub struct Options {
     )]
     pub events: Option<OsString>,
 
+    /// Sample TCP_INFO every BYTES sent+received on a socket (sets NETINTERCEPT_TCP_INFO_BYTES)
+    #[arg(short = 'b', long = "tcp-info-bytes", value_name = "BYTES")]
+    pub tcp_info_bytes: Option<u64>,
+
+    /// Sample TCP_INFO every USEC microseconds (sets NETINTERCEPT_TCP_INFO_USEC)
+    #[arg(short = 'u', long = "tcp-info-usec", value_name = "USEC")]
+    pub tcp_info_usec: Option<u64>,
+
+    /// Print TCP events on stderr, as deeptcptracer does (sets NETINTERCEPT_TCP_EVENTS=1)
+    #[arg(long = "tcp-events")]
+    pub tcp_events: bool,
+
+    /// With --tcp-events: each event's time of day (sets NETINTERCEPT_TCP_EVENTS=time)
+    #[arg(short = 't', long = "timestamps", requires = "tcp_events")]
+    pub timestamps: bool,
+
     /// Say nothing at the end of the run (errors and warnings are still said)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -221,6 +237,30 @@ pub const VARIABLES: &[Variable] = &[
             "folder of the per-socket event traces (tcpsnitch's format): DIR/PROGRAM_NNN/N.json \
                   per process and socket, one call a line; when set as the program starts, the \
                   calls only the traces need are recorded too",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_INFO_BYTES",
+        option: Some("-b"),
+        meaning: "take a TCP_INFO sample of a TCP socket each time this many more bytes were \
+                  sent and received on it (tcpsnitch's -b; 0: never): a tcp_info event, every \
+                  field of struct tcp_info by name, in the socket's --events trace; samples are \
+                  taken by the collector from outside the program (pidfd_getfd)",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_INFO_USEC",
+        option: Some("-u"),
+        meaning: "take a TCP_INFO sample of each TCP socket every this many microseconds \
+                  (tcpsnitch's -u; 0: never), also while the program makes no call",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_EVENTS",
+        option: Some("--tcp-events"),
+        meaning: "1 prints TCP events on stderr in deeptcptracer's columns (EVENT, PID, COMM, \
+                  SOURCE, DESTINATION, TCP_STATE, SK_ERR): state changes, retransmissions, \
+                  resets and FINs received, FINs sent, zero windows, socket errors, derived \
+                  from the calls' results and from TCP_INFO samples (every 10000 microseconds \
+                  unless -u says); time adds each event's time of day (as -t); with --events \
+                  they are tcp_event lines in the socket's trace too",
     },
     Variable {
         name: "NETINTERCEPT_TLS",

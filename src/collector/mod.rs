@@ -17,6 +17,8 @@ pub mod output;
 pub mod procfs;
 pub mod sock_trace;
 pub mod spawn;
+mod tcp_events;
+mod tcp_info;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -123,6 +125,8 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
             }
         }
         let moved = merge(&region, &mut slots, &mut machine, &mut outputs);
+        // `-u` holds while the programs make no call: samples are due by the clock.
+        outputs.tcp_tick(crate::recorder::now_ns());
         if last_liveness.elapsed() >= LIVENESS || moved == 0 {
             last_liveness = Instant::now();
             reap(&region, &mut slots, &mut machine, &mut outputs);
@@ -270,6 +274,7 @@ fn apply_head(
         outputs.take_frames();
         machine.apply(&r, outputs);
         outputs.trace_event(&r);
+        outputs.tcp_record(&r, &|pid, fd| machine.tcp_inode(pid, fd));
         if r.kind == Kind::Exit {
             if let Some(v) = slots.get_mut(&slot) {
                 v.exited = true;
@@ -354,6 +359,7 @@ fn reap(
         region.ring(i).free();
         if gone && !slots.values().any(|v| v.pid == pid) {
             machine.process_gone(pid, crate::recorder::now_ns(), outputs);
+            outputs.tcp_process_gone(pid);
         }
     }
 }
@@ -422,6 +428,7 @@ pub fn outputs(
         cfg.keylog.clone(),
     )
     .events(cfg.events.clone(), realtime as i128 - mono as i128)
+    .tcp(cfg.tcp, realtime as i128 - mono as i128)
 }
 
 /// How often the heartbeat is renewed while the collector is busy before its loop starts.

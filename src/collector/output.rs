@@ -63,6 +63,8 @@ pub struct Outputs {
     traces: Option<super::sock_trace::SockTraces>,
     /// Frame numbers of the packets written since the last [`Outputs::take_frames`].
     frames: Vec<u64>,
+    /// TCP_INFO samples and TCP events (`-b`, `-u`, `--tcp-events`).
+    tcp: Option<super::tcp_events::TcpWatch>,
 }
 
 struct File {
@@ -134,6 +136,40 @@ impl Outputs {
             unhooked: Vec::new(),
             traces: None,
             frames: Vec::new(),
+            tcp: None,
+        }
+    }
+
+    /// Also sample TCP_INFO and derive TCP events as `settings` ask.
+    pub fn tcp(mut self, settings: crate::config::TcpSettings, clock_offset_ns: i128) -> Outputs {
+        self.tcp = settings
+            .any()
+            .then(|| super::tcp_events::TcpWatch::new(settings, clock_offset_ns));
+        self
+    }
+
+    /// Record `r` was applied; `inode` names the TCP socket a descriptor of a process holds.
+    pub fn tcp_record(
+        &mut self,
+        r: &crate::record::Record,
+        inode: &dyn Fn(i32, i32) -> Option<u64>,
+    ) {
+        if let Some(w) = &mut self.tcp {
+            w.record(r, inode, self.traces.as_mut());
+        }
+    }
+
+    /// The collector's loop came round at `now_ns` (monotonic): take the samples that are due.
+    pub fn tcp_tick(&mut self, now_ns: u64) {
+        if let Some(w) = &mut self.tcp {
+            w.tick(now_ns, self.traces.as_mut());
+        }
+    }
+
+    /// Process `pid` is gone (found dead from outside).
+    pub fn tcp_process_gone(&mut self, pid: i32) {
+        if let Some(w) = &mut self.tcp {
+            w.process_gone(pid);
         }
     }
 
