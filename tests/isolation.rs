@@ -315,7 +315,7 @@ fn wait_listening(port: u16) {
 /// An unprivileged user to run programs as: (uid, gid). Created with `useradd` when missing.
 /// None (with the reason printed) when that is impossible here. Looked up once per test binary,
 /// so that tests running in parallel never race to create the user.
-fn test_user() -> Option<(u32, u32)> {
+pub(crate) fn test_user() -> Option<(u32, u32)> {
     static USER: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
     match USER.get_or_init(find_or_create_user) {
         Ok(user) => Some(*user),
@@ -373,7 +373,7 @@ fn find_or_create_user() -> Result<(u32, u32), String> {
 
 /// `setpriv` set up to run the rest of its command line as `user`, in `dir`, with none of our
 /// variables inherited from the test's environment.
-fn setpriv(user: (u32, u32), dir: &Path) -> Command {
+pub(crate) fn setpriv(user: (u32, u32), dir: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid",

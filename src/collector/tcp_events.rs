@@ -236,12 +236,15 @@ impl TcpWatch {
                 self.comm(pid);
                 self.socks.insert((pid, fd), w);
             }
-            Kind::Close => self.closed(r, r.fd, traces),
+            // A vfork child's closes arrive under its parent's pid: when the connection table
+            // still has the descriptor (the parent's still names the socket), it was not closed.
+            Kind::Close if inode(pid, r.fd).is_none() => self.closed(r, r.fd, traces),
             Kind::CloseRange => {
                 let mut fds: Vec<i32> = self
                     .socks
                     .keys()
                     .filter(|(p, fd)| *p == pid && (r.arg0..=r.arg1).contains(&i64::from(*fd)))
+                    .filter(|(_, fd)| inode(pid, *fd).is_none())
                     .map(|&(_, fd)| fd)
                     .collect();
                 fds.sort_unstable();
@@ -417,6 +420,10 @@ impl TcpWatch {
     fn emit(&mut self, e: Event, traces: Option<&mut SockTraces>) {
         if let Some(kept) = &mut self.kept {
             kept.push(e);
+            return;
+        }
+        // Without --tcp-events, the samples alone were asked for.
+        if !self.settings.print {
             return;
         }
         if let Some(t) = traces {
@@ -773,7 +780,7 @@ mod tests {
         let mut eof = rec(Kind::Recv, 3, 0);
         eof.arg0 = 100;
         w.record(&eof, &inode, None);
-        w.record(&rec(Kind::Close, 3, 0), &inode, None);
+        w.record(&rec(Kind::Close, 3, 0), &|_, _| None, None);
         assert_eq!(
             kept(&w),
             [
@@ -821,7 +828,7 @@ mod tests {
         let mut send = rec(Kind::Send, 4, -1);
         send.errno = libc::EPIPE;
         w.record(&send, &inode, None);
-        w.record(&rec(Kind::Close, 4, 0), &inode, None);
+        w.record(&rec(Kind::Close, 4, 0), &|_, _| None, None);
         assert_eq!(
             kept(&w)[2..],
             [
