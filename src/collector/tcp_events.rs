@@ -134,6 +134,12 @@ struct Watched {
     fin_received: bool,
     fin_sent: bool,
     reset: bool,
+    /// SO_LINGER with a zero timeout: the last close resets the connection, with no FIN.
+    abortive: bool,
+    /// An EPIPE not yet judged (the call that failed): a reset, unless the next call on the
+    /// socket is the program's own shutdown (a blocked send may fail after a shutdown stamped
+    /// later).
+    epipe: Option<Record<'static>>,
     /// The descriptor was found not to name the socket any more: no samples until a call on it
     /// says otherwise.
     stale: bool,
@@ -155,9 +161,27 @@ impl Watched {
             fin_received: false,
             fin_sent: false,
             reset: false,
+            abortive: false,
+            epipe: None,
             stale: false,
         }
     }
+}
+
+/// How often closing sockets are looked for in `/proc/net/tcp` (a whole table read each time).
+const ORPHAN_SCAN_NS: u64 = 10_000_000;
+/// How long a closing socket is followed at most.
+const ORPHAN_FOLLOW_NS: u64 = 65_000_000_000;
+
+/// A socket closed by its last holder and still closing in the kernel.
+struct Orphan {
+    pid: i32,
+    tid: i32,
+    fd: i32,
+    local: SocketAddr,
+    peer: SocketAddr,
+    state: u8,
+    since_ns: u64,
 }
 
 /// The run's TCP sockets, their samples and their events.
@@ -169,6 +193,9 @@ pub struct TcpWatch {
     socks: HashMap<(i32, i32), Watched>,
     comms: HashMap<i32, String>,
     printer: Option<Printer>,
+    /// Sockets no process holds any more, still closing: followed in `/proc/net/tcp`.
+    orphans: Vec<Orphan>,
+    orphans_seen_ns: u64,
     /// Events are kept here instead of printed and traced (unit tests).
     kept: Option<Vec<Event>>,
 }
@@ -192,6 +219,8 @@ impl TcpWatch {
                 header: false,
                 clock_offset_ns,
             }),
+            orphans: Vec::new(),
+            orphans_seen_ns: 0,
             kept: None,
         }
     }
@@ -252,6 +281,21 @@ impl TcpWatch {
                     self.closed(r, fd, traces.as_deref_mut());
                 }
             }
+            // Recorded with --events only: an abortive close is the one option that changes
+            // what a close does on the wire.
+            Kind::SockOpt if r.ret == 0 && crate::record::call_name(r.call) == "setsockopt" => {
+                let name = r.arg1 as u32 as i32;
+                if r.arg0 == i64::from(libc::SOL_SOCKET) && name == libc::SO_LINGER {
+                    if let Some(w) = self.socks.get_mut(&(pid, r.fd)) {
+                        let int = |at: usize| {
+                            r.data
+                                .get(at..at + 4)
+                                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        };
+                        w.abortive = int(0).is_some_and(|on| on != 0) && int(4) == Some(0);
+                    }
+                }
+            }
             Kind::NewFd => {
                 for fd in [r.ret, r.arg0] {
                     self.socks.remove(&(pid, fd as i32));
@@ -271,7 +315,17 @@ impl TcpWatch {
                 w.tid = r.tid;
                 w.stale = false;
                 w.local = r.local.or(w.local);
-                let events = call_events(r, w);
+                let mut events = Vec::new();
+                if let Some(epipe) = w.epipe.take() {
+                    let how = r.arg0 as i32;
+                    let own_shutdown = r.kind == Kind::Shutdown
+                        && r.ret == 0
+                        && (how == libc::SHUT_WR || how == libc::SHUT_RDWR);
+                    if !own_shutdown {
+                        events.extend(reset(&epipe, w));
+                    }
+                }
+                events.extend(call_events(r, w));
                 for e in events {
                     self.emit(e, traces.as_deref_mut());
                 }
@@ -290,6 +344,11 @@ impl TcpWatch {
 
     /// The collector's loop came round at `now_ns`: sample what is due.
     pub fn tick(&mut self, now_ns: u64, mut traces: Option<&mut SockTraces>) {
+        if !self.orphans.is_empty() && now_ns.saturating_sub(self.orphans_seen_ns) >= ORPHAN_SCAN_NS
+        {
+            self.orphans_seen_ns = now_ns;
+            self.follow_orphans(now_ns);
+        }
         if self.every_ns == 0 {
             return;
         }
@@ -339,10 +398,17 @@ impl TcpWatch {
         let Some(mut w) = self.socks.remove(&(r.pid, fd)) else {
             return;
         };
+        let mut events = Vec::new();
+        if let Some(epipe) = w.epipe.take() {
+            events.extend(reset(&epipe, &mut w));
+        }
         if self.socks.values().any(|o| o.inode == w.inode) {
+            let mut traces = traces;
+            for e in events {
+                self.emit(e, traces.as_deref_mut());
+            }
             return;
         }
-        let mut events = Vec::new();
         let at = |w: &Watched, what: What, tcp_state: String| Event {
             what,
             ts_ns: r.ts_ns,
@@ -355,7 +421,19 @@ impl TcpWatch {
             sk_err: None,
             retransmitted: None,
         };
+        // What the kernel's table says now: a close with unread data resets the connection (no
+        // FIN), as SO_LINGER 0 does, and the socket is gone at once.
+        let gone = match (w.local, w.peer) {
+            (Some(l), Some(p)) if self.kept.is_none() => {
+                super::procfs::tcp_state(r.pid, l, p) == Some(None)
+            }
+            _ => false,
+        };
         let next = match w.state {
+            Some(ESTABLISHED | CLOSE_WAIT) if w.abortive => Some(CLOSE),
+            // Gone after a FIN of ours would be in FIN_WAIT2 or TIME_WAIT still; from
+            // CLOSE_WAIT, LAST_ACK may have been acknowledged already.
+            Some(ESTABLISHED) if gone => Some(CLOSE),
             Some(ESTABLISHED) => Some(FIN_WAIT1),
             Some(CLOSE_WAIT) => Some(LAST_ACK),
             Some(SYN_SENT | LISTEN) => Some(CLOSE),
@@ -368,9 +446,57 @@ impl TcpWatch {
                 events.push(at(&w, What::FinSent, state_name(new).into()));
             }
         }
+        if let (Some(state), Some(local), Some(peer)) = (w.state, w.local, w.peer) {
+            if matches!(state, FIN_WAIT1 | FIN_WAIT2 | LAST_ACK | CLOSING) && self.printer.is_some()
+            {
+                self.orphans.push(Orphan {
+                    pid: r.pid,
+                    tid: r.tid,
+                    fd,
+                    local,
+                    peer,
+                    state,
+                    since_ns: r.ts_ns,
+                });
+            }
+        }
         let mut traces = traces;
         for e in events {
             self.emit(e, traces.as_deref_mut());
+        }
+    }
+
+    /// Follow the sockets no process holds, to their end (or TIME_WAIT, whose end is a minute
+    /// away and tells nothing): what `/proc/net/tcp` says of them now.
+    fn follow_orphans(&mut self, now_ns: u64) {
+        let mut events = Vec::new();
+        self.orphans.retain_mut(|o| {
+            let Some(now) = super::procfs::tcp_state(o.pid, o.local, o.peer) else {
+                return now_ns.saturating_sub(o.since_ns) <= ORPHAN_FOLLOW_NS;
+            };
+            let new = now.unwrap_or(CLOSE);
+            let ev = |tcp_state: String| Event {
+                what: What::State,
+                ts_ns: now_ns,
+                pid: o.pid,
+                tid: o.tid,
+                fd: o.fd,
+                source: Some(o.local),
+                destination: Some(o.peer),
+                tcp_state,
+                sk_err: None,
+                retransmitted: None,
+            };
+            if new != o.state {
+                events.push(ev(transition(o.state, new)));
+                o.state = new;
+            }
+            // The kernel's FIN_WAIT2 timeout is a minute: a socket still closing then is left.
+            let stale = now_ns.saturating_sub(o.since_ns) > ORPHAN_FOLLOW_NS;
+            !(matches!(new, CLOSE | TIME_WAIT) || stale)
+        });
+        for e in events {
+            self.emit(e, None);
         }
     }
 
@@ -514,22 +640,47 @@ fn call_events(r: &Record, w: &mut Watched) -> Vec<Event> {
                 _ => {}
             }
         }
-        Kind::Send | Kind::Recv if failed => {
-            let reset = r.errno == libc::ECONNRESET || (r.errno == libc::EPIPE && !w.fin_sent);
-            if reset && !w.reset {
-                w.reset = true;
-                out.push(ev(w, What::Reset, state_now(w), Some(r.errno)));
-                if w.state.is_some_and(|s| s != CLOSE) {
-                    go(w, &mut out, CLOSE);
-                }
-                if r.errno == libc::ECONNRESET {
-                    out.push(ev(w, What::Error, state_now(w), Some(r.errno)));
-                }
-            } else if !reset && is_socket_error(r.errno) {
-                out.push(ev(w, What::Error, state_now(w), Some(r.errno)));
+        Kind::Send | Kind::Recv if failed => match r.errno {
+            libc::ECONNRESET => out.extend(reset(r, w)),
+            libc::EPIPE if !w.fin_sent && !w.reset => {
+                w.epipe = Some(Record { data: &[], ..*r });
             }
-        }
+            e if is_socket_error(e) => out.push(ev(w, What::Error, state_now(w), Some(e))),
+            _ => {}
+        },
         _ => {}
+    }
+    out
+}
+
+/// The peer's RST, as call `r` (ECONNRESET, EPIPE) told it: once per socket, the state back to
+/// CLOSE, and the error the program was told (EPIPE is not the socket's error but its
+/// aftermath).
+fn reset(r: &Record, w: &mut Watched) -> Vec<Event> {
+    let mut out = Vec::new();
+    if w.reset {
+        return out;
+    }
+    w.reset = true;
+    let ev = |w: &Watched, what: What, tcp_state: String, err: Option<i32>| Event {
+        what,
+        ts_ns: r.ts_ns,
+        pid: r.pid,
+        tid: r.tid,
+        fd: r.fd,
+        source: w.local,
+        destination: w.peer,
+        tcp_state,
+        sk_err: err,
+        retransmitted: None,
+    };
+    out.push(ev(w, What::Reset, state_now(w), Some(r.errno)));
+    if let Some(old) = w.state.filter(|&s| s != CLOSE) {
+        out.push(ev(w, What::State, transition(old, CLOSE), None));
+        w.state = Some(CLOSE);
+    }
+    if r.errno == libc::ECONNRESET {
+        out.push(ev(w, What::Error, state_now(w), Some(r.errno)));
     }
     out
 }
@@ -591,7 +742,18 @@ fn sample_events(s: &Sample, w: &mut Watched, key: (i32, i32), now_ns: u64) -> V
         retransmitted: None,
     };
     let new = s.state();
-    if let Some(old) = w.state.filter(|&o| o != new) {
+    if let Some(mut old) = w.state.filter(|&o| o != new) {
+        // A sample is the kernel's present, which may be ahead of the calls applied so far: a
+        // socket seen connected was connecting first (the connect's record comes later).
+        let connected = !matches!(new, CLOSE | SYN_SENT | LISTEN | 3 | 12);
+        if old == CLOSE && connected {
+            out.push(ev(w, What::State, transition(CLOSE, SYN_SENT)));
+            old = SYN_SENT;
+        }
+        if old == SYN_SENT && connected && new != ESTABLISHED {
+            out.push(ev(w, What::State, transition(SYN_SENT, ESTABLISHED)));
+            old = ESTABLISHED;
+        }
         // The peer's FIN is what moves these states on; a receive may not have told it yet.
         if matches!(new, CLOSE_WAIT | CLOSING | TIME_WAIT) && !w.fin_received {
             w.fin_received = true;
@@ -828,6 +990,7 @@ mod tests {
         let mut send = rec(Kind::Send, 4, -1);
         send.errno = libc::EPIPE;
         w.record(&send, &inode, None);
+        w.record(&rec(Kind::Send, 4, 10), &inode, None);
         w.record(&rec(Kind::Close, 4, 0), &|_, _| None, None);
         assert_eq!(
             kept(&w)[2..],
@@ -835,6 +998,40 @@ mod tests {
                 "tcp_reset() ESTABLISHED ECONNRESET",
                 "tcp_set_state() ESTABLISHED -> CLOSE",
                 "sock_def_error_report() CLOSE ECONNRESET",
+            ]
+        );
+    }
+
+    /// EPIPE is a reset unless the program's own shutdown is the next call on the socket (a
+    /// blocked send failing after it, stamped before it).
+    #[test]
+    fn epipe_is_judged_by_the_next_call() {
+        let mut epipe = rec(Kind::Send, 5, -1);
+        epipe.errno = libc::EPIPE;
+        let mut shut = rec(Kind::Shutdown, 5, 0);
+        shut.arg0 = libc::SHUT_WR.into();
+        let mut w = watch();
+        w.record(&rec(Kind::Socket, -1, 5), &inode, None);
+        w.record(&rec(Kind::Connect, 5, 0), &inode, None);
+        w.record(&epipe, &inode, None);
+        w.record(&shut, &inode, None);
+        assert_eq!(
+            kept(&w)[2..],
+            [
+                "tcp_set_state() ESTABLISHED -> FIN_WAIT1",
+                "tcp_send_fin() FIN_WAIT1"
+            ]
+        );
+        let mut w = watch();
+        w.record(&rec(Kind::Socket, -1, 5), &inode, None);
+        w.record(&rec(Kind::Connect, 5, 0), &inode, None);
+        w.record(&epipe, &inode, None);
+        w.record(&rec(Kind::Close, 5, 0), &|_, _| None, None);
+        assert_eq!(
+            kept(&w)[2..],
+            [
+                "tcp_reset() ESTABLISHED EPIPE",
+                "tcp_set_state() ESTABLISHED -> CLOSE"
             ]
         );
     }
@@ -887,6 +1084,16 @@ mod tests {
             [
                 "tcp_fin() ESTABLISHED None",
                 "tcp_set_state() ESTABLISHED -> CLOSE_WAIT None"
+            ]
+        );
+        // A sample ahead of the connect's record: the states it went through.
+        let mut w = Watched::new(1, 7, Some(CLOSE));
+        assert_eq!(
+            names(sample_events(&sample(FIN_WAIT2, 0, 10, 10), &mut w, k, 9)),
+            [
+                "tcp_set_state() CLOSE -> SYN_SENT None",
+                "tcp_set_state() SYN_SENT -> ESTABLISHED None",
+                "tcp_set_state() ESTABLISHED -> FIN_WAIT2 None"
             ]
         );
     }
