@@ -202,12 +202,15 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// The traced client: 1,000,000 bytes in sends of 10,000, a pause of half a second without any
-/// call (printing the time around it), then the end.
+/// The traced client: 1,000,000 bytes in sends of 10,000 (running a program on the way), a pause
+/// of half a second without any call (printing the time around it), then the end.
 const CLIENT: &str = r#"
-import socket, sys, time
+import socket, subprocess, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 for i in range(100):
+    if i == 10:
+        # A vfork child (subprocess) closes its copies: under this process's pid.
+        subprocess.run(["true"], check=True)
     s.sendall(b"x" * 10000)
     # A pace the collector keeps up with, so that samples are taken along the way.
     time.sleep(0.01)
@@ -609,5 +612,111 @@ s.close()
             .iter()
             .any(|l| l.contains("SYN_SENT -> ESTABLISHED")),
         "{stderr}"
+    );
+}
+
+/// A program the kernel does not let its ancestor copy descriptors from (it made itself
+/// non-dumpable; the CLI runs as an ordinary user): one line says there are no samples, the run
+/// goes on, and the events the calls tell are still printed.
+#[test]
+fn refused_sampling_is_said_once_and_the_run_goes_on() {
+    let Some(user) = crate::isolation::test_user() else {
+        return;
+    };
+    let t = TempDir::new("tcpinfo-refused");
+    std::os::unix::fs::chown(t.path(), Some(user.0), Some(user.1)).expect("chown");
+    let port = support::free_port();
+    let _sink = servers::python(SINK, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let client = r#"
+import ctypes, socket, sys, time
+PR_SET_DUMPABLE = 4
+assert ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+for i in range(2):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"n" * 100000)
+    time.sleep(0.2)
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(100) == b"100000"
+    s.close()
+print("done")
+"#;
+    let mut cmd = crate::isolation::setpriv(user, t.path());
+    cmd.arg(support::cli())
+        .arg("-q")
+        .arg("-w")
+        .arg(t.join("r.pcap"))
+        .arg("--events")
+        .arg(t.join("ev"))
+        .args(["-u", "20000", "-b", "50000", "--tcp-events", "--"])
+        .args(["/usr/bin/python3", "-c", client, &port.to_string()]);
+    let out = support::run_ok(&mut cmd, Duration::from_secs(60));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("netintercept: cannot take TCP_INFO samples"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(said[0].contains("Operation not permitted"), "{stderr}");
+    let events = read_events(&t.join("ev"));
+    assert!(events.iter().all(|e| e.ty != "tcp_info"), "{events:#?}");
+    // Both connections' handshakes, from the calls alone.
+    let established = lines_of(&stderr, "tcp_set_state()")
+        .iter()
+        .filter(|l| l.contains("SYN_SENT -> ESTABLISHED"))
+        .count();
+    assert_eq!(established, 2, "{stderr}");
+}
+
+/// A vfork child (Python's subprocess) closes its copies of its parent's sockets, and its records
+/// are filed under the parent's pid: the parent's trace goes on (its later calls, its own close,
+/// and the samples taken of it), as the capture does.
+#[test]
+fn a_vfork_childs_closes_leave_the_parents_trace() {
+    let t = TempDir::new("tcpinfo-vfork");
+    let port = support::free_port();
+    let _sink = servers::python(SINK, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let client = r#"
+import socket, subprocess, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"before")
+subprocess.run(["true"], check=True)
+s.sendall(b"after")
+s.shutdown(socket.SHUT_WR)
+assert s.recv(100) == b"11"
+s.close()
+"#;
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-w")
+        .arg(t.join("v.pcap"))
+        .arg("--events")
+        .arg(t.join("ev"))
+        .args([
+            "--",
+            &support::python_exe(),
+            "-c",
+            client,
+            &port.to_string(),
+        ]);
+    support::run_ok(&mut cmd, Duration::from_secs(60));
+    let events = read_events(&t.join("ev"));
+    let types: Vec<&str> = events
+        .iter()
+        .filter(|e| e.folder.ends_with("_000") && e.file == 0)
+        .map(|e| e.ty.as_str())
+        .filter(|t| {
+            matches!(
+                *t,
+                "socket" | "connect" | "send" | "shutdown" | "recv" | "close"
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["socket", "connect", "send", "send", "shutdown", "recv", "close"],
+        "{events:#?}"
     );
 }

@@ -273,7 +273,17 @@ fn apply_head(
         // Packets written meanwhile belong to no call's event (a process found gone).
         outputs.take_frames();
         machine.apply(&r, outputs);
-        outputs.trace_event(&r);
+        // A vfork child's closes arrive under its parent's pid (it shares its parent's memory,
+        // so its recorder): when the machine kept the descriptors (the parent's still name the
+        // sockets), they are no event of the parent's sockets.
+        let vfork_child_close = match r.kind {
+            Kind::Close => machine.holds(r.pid, r.fd.into()..=r.fd.into()),
+            Kind::CloseRange => machine.holds(r.pid, r.arg0..=r.arg1),
+            _ => false,
+        };
+        if !vfork_child_close {
+            outputs.trace_event(&r);
+        }
         outputs.tcp_record(&r, &|pid, fd| machine.tcp_inode(pid, fd));
         if r.kind == Kind::Exit {
             if let Some(v) = slots.get_mut(&slot) {
