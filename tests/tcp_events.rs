@@ -720,3 +720,68 @@ s.close()
         "{events:#?}"
     );
 }
+
+/// Counts the data connections that reached their end (`d…`, read until EOF) and tells the
+/// count to whoever asks (`q`).
+const EOF_COUNTER: &str = r#"
+import socket, sys, threading
+eofs = 0
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(8)
+def serve(c):
+    global eofs
+    if c.recv(1) == b"q":
+        c.sendall(b"%d" % eofs); c.close(); return
+    while c.recv(65536):
+        pass
+    eofs += 1
+    c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// The collector's copies are closed at once: a program's close (no shutdown) still ends its
+/// connection then, while samples are taken every millisecond, and not when the run ends.
+#[test]
+fn the_programs_close_still_ends_the_connection() {
+    let t = TempDir::new("tcpinfo-close");
+    let port = support::free_port();
+    let _counter = servers::python(EOF_COUNTER, &[&port.to_string()]);
+    servers::wait_tcp("127.0.0.1", port);
+    let client = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+def eofs():
+    q = socket.create_connection(("127.0.0.1", port))
+    q.sendall(b"q")
+    n = int(q.recv(10))
+    q.close()
+    return n
+s = socket.create_connection(("127.0.0.1", port))
+for i in range(50):
+    s.sendall(b"d" * 1000)
+    time.sleep(0.002)
+# (The test's own probe for the port was a connection too.)
+before = eofs()
+s.close()
+for attempt in range(100):
+    if eofs() == before + 1:
+        print("eof seen"); break
+    time.sleep(0.02)
+"#;
+    let mut cmd = Command::new(support::cli());
+    cmd.current_dir(t.path())
+        .arg("-q")
+        .arg("-w")
+        .arg(t.join("e.pcap"))
+        .args(["-u", "1000", "--tcp-events", "--"])
+        .args([&support::python_exe(), "-c", client, &port.to_string()]);
+    let out = support::run_ok(&mut cmd, Duration::from_secs(60));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "eof seen",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
