@@ -1002,6 +1002,20 @@ mod tests {
         );
     }
 
+    /// A close the connection table did not apply (a vfork child's, under its parent's pid:
+    /// the parent's descriptor still names the socket) leaves the socket watched.
+    #[test]
+    fn a_vfork_childs_close_is_not_the_parents() {
+        let mut w = watch();
+        w.record(&rec(Kind::Socket, -1, 6), &inode, None);
+        w.record(&rec(Kind::Connect, 6, 0), &inode, None);
+        w.record(&rec(Kind::Close, 6, 0), &inode, None);
+        assert!(w.socks.contains_key(&(50, 6)));
+        assert_eq!(kept(&w).len(), 2, "{:?}", kept(&w));
+        w.record(&rec(Kind::Close, 6, 0), &|_, _| None, None);
+        assert!(!w.socks.contains_key(&(50, 6)));
+    }
+
     /// EPIPE is a reset unless the program's own shutdown is the next call on the socket (a
     /// blocked send failing after it, stamped before it).
     #[test]
