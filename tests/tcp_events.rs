@@ -679,10 +679,13 @@ fn a_vfork_childs_closes_leave_the_parents_trace() {
     let _sink = servers::python(SINK, &[&port.to_string()]);
     servers::wait_tcp("127.0.0.1", port);
     let client = r#"
-import socket, subprocess, sys
+import socket, subprocess, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"before")
 subprocess.run(["true"], check=True)
+# The collector tells a vfork child's close from its parent's by the parent's descriptor, read
+# in /proc while the parent lives: give it that moment.
+time.sleep(0.5)
 s.sendall(b"after")
 s.shutdown(socket.SHUT_WR)
 assert s.recv(100) == b"11"

@@ -214,7 +214,7 @@ impl TcpWatch {
             sampler: Sampler::default(),
             socks: HashMap::new(),
             comms: HashMap::new(),
-            printer: settings.print.then(|| Printer {
+            printer: settings.print.then_some(Printer {
                 timestamps: settings.timestamps,
                 header: false,
                 clock_offset_ns,
@@ -589,16 +589,16 @@ fn call_events(r: &Record, w: &mut Watched) -> Vec<Event> {
             if r.addr.is_some() && (r.ret == 0 || r.errno == libc::EINPROGRESS) {
                 w.peer = r.addr;
             }
-            if r.ret == 0 || r.errno == libc::EINPROGRESS || r.errno == libc::ECONNREFUSED {
-                if w.state == Some(CLOSE) {
-                    go(w, &mut out, SYN_SENT);
-                }
+            let sent_syn =
+                r.ret == 0 || r.errno == libc::EINPROGRESS || r.errno == libc::ECONNREFUSED;
+            if sent_syn && w.state == Some(CLOSE) {
+                go(w, &mut out, SYN_SENT);
             }
             if r.ret == 0 && w.state == Some(SYN_SENT) {
                 go(w, &mut out, ESTABLISHED);
             }
             if failed && r.errno == libc::ECONNREFUSED {
-                refused(w, &mut out, &ev, &go, r.errno);
+                out.extend(refused(r, w, r.errno));
             } else if failed && is_socket_error(r.errno) {
                 out.push(ev(w, What::Error, state_now(w), Some(r.errno)));
             }
@@ -608,7 +608,7 @@ fn call_events(r: &Record, w: &mut Watched) -> Vec<Event> {
             if err == 0 && w.state == Some(SYN_SENT) {
                 go(w, &mut out, ESTABLISHED);
             } else if err == libc::ECONNREFUSED {
-                refused(w, &mut out, &ev, &go, err);
+                out.extend(refused(r, w, err));
             } else if err != 0 {
                 out.push(ev(w, What::Error, state_now(w), Some(err)));
             }
@@ -685,20 +685,24 @@ fn reset(r: &Record, w: &mut Watched) -> Vec<Event> {
     out
 }
 
-/// A connection refused: the RST, the state back to CLOSE, the error the program is told.
-fn refused(
-    w: &mut Watched,
-    out: &mut Vec<Event>,
-    ev: &dyn Fn(&Watched, What, String, Option<i32>) -> Event,
-    go: &dyn Fn(&mut Watched, &mut Vec<Event>, u8),
-    err: i32,
-) {
-    if !w.reset {
-        w.reset = true;
-        out.push(ev(w, What::Reset, state_now(w), Some(err)));
-    }
-    go(w, out, CLOSE);
-    out.push(ev(w, What::Error, state_now(w), Some(err)));
+/// A connection refused (`err`, as call `r` or its SO_ERROR told it): the RST, the state back to
+/// CLOSE, the error the program is told.
+fn refused(r: &Record, w: &mut Watched, err: i32) -> Vec<Event> {
+    let mut out = reset(&Record { errno: err, ..*r }, w);
+    // `reset` tells ECONNRESET's error; a refusal's is ECONNREFUSED.
+    out.push(Event {
+        what: What::Error,
+        ts_ns: r.ts_ns,
+        pid: r.pid,
+        tid: r.tid,
+        fd: r.fd,
+        source: w.local,
+        destination: w.peer,
+        tcp_state: state_now(w),
+        sk_err: Some(err),
+        retransmitted: None,
+    });
+    out
 }
 
 /// Errors the kernel keeps on a socket for the program (sk_err), as opposed to a call's misuse.
