@@ -268,6 +268,41 @@ mod tests {
     }
 
     #[test]
+    fn tcp_internals_from_their_variables() {
+        let c = config(&[
+            ("NETINTERCEPT_TCP_INFO_BYTES", b"65536"),
+            ("NETINTERCEPT_TCP_INFO_USEC", b"20000"),
+            ("NETINTERCEPT_TCP_EVENTS", b"time"),
+        ]);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            c.tcp,
+            TcpSettings {
+                every_bytes: 65536,
+                every_us: 20000,
+                print: true,
+                timestamps: true,
+            }
+        );
+        assert!(!config(&[]).tcp.any());
+        let c = config(&[("NETINTERCEPT_TCP_EVENTS", b"1")]);
+        assert!(c.tcp.print && !c.tcp.timestamps);
+        let c = config(&[
+            ("NETINTERCEPT_TCP_INFO_USEC", b"-5"),
+            ("NETINTERCEPT_TCP_EVENTS", b"yes"),
+        ]);
+        assert!(!c.tcp.any());
+        let lines: Vec<&str> = c.problems.iter().map(Problem::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "NETINTERCEPT_TCP_INFO_USEC='-5' is not a whole number: ignored",
+                "NETINTERCEPT_TCP_EVENTS='yes' is not 0, 1 or time: ignored"
+            ]
+        );
+    }
+
+    #[test]
     fn flush_interval_is_said_to_be_ignored() {
         for v in [&b"abc"[..], b"-1", b"0", b"99999999999999999999999"] {
             let c = config(&[("NETINTERCEPT_FLUSH_MS", v)]);

@@ -132,12 +132,25 @@ fn from_error(e: clap::Error) -> Parsed {
         return Parsed::Help(e.render().to_string());
     }
     let text = e.render().to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines();
+    let first = lines
         .next()
         .unwrap_or("bad usage")
         .trim_start_matches("error: ")
         .trim_end();
+    // A first line ending in ':' is followed by what it names, indented (a missing argument).
+    let named: Vec<&str> = if first.ends_with(':') {
+        lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let first = match named.is_empty() {
+        true => first.to_string(),
+        false => format!("{first} {}", named.join(", ")),
+    };
     Parsed::Usage(format!("{first}; see 'netintercept --help'"))
 }
 
@@ -465,6 +478,15 @@ mod tests {
             unreachable!()
         };
         assert!(line.starts_with("unexpected argument '--bogus'"), "{line}");
+        // What is missing is named on the one line.
+        let Parsed::Usage(line) = args(&["-t", "sh"]) else {
+            panic!("-t without --tcp-events is a usage error");
+        };
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: --tcp-events; see 'netintercept \
+             --help'"
+        );
         let (Parsed::Help(long), Parsed::Help(short)) = (args(&["--help"]), args(&["-h"])) else {
             panic!("help");
         };

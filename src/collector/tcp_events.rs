@@ -9,9 +9,15 @@
 //! columns.
 //!
 //! What the samples cannot see, the calls tell: a connect's result, a listen, a shutdown or the
-//! last close of a socket (after which the program holds no descriptor to copy, so its later
-//! states are not followed), a receive of 0 bytes (the peer's FIN), ECONNRESET and EPIPE (a
-//! reset), and the errors a call or SO_ERROR reported.
+//! last close of a socket, a receive of 0 bytes (the peer's FIN), ECONNRESET and EPIPE (a
+//! reset), and the errors a call or SO_ERROR reported. After the last close the program holds no
+//! descriptor to copy: the socket is then followed by its addresses in the kernel's
+//! `/proc/net/tcp` until it is gone or in TIME_WAIT (on stderr only: its trace has ended).
+//!
+//! The collector works a moment behind the program, and a sample is the kernel's present: it
+//! may show what the calls applied so far have not told yet. States a sample skipped are filled
+//! in where they are certain (a socket seen connected was connecting), and each event is stamped
+//! when it was seen.
 //!
 //! [`tcp_info`]: super::tcp_info
 
@@ -33,6 +39,7 @@ pub use crate::config::TcpSettings as Settings;
 // Linux's TCP states (include/net/tcp_states.h).
 const ESTABLISHED: u8 = 1;
 const SYN_SENT: u8 = 2;
+const SYN_RECV: u8 = 3;
 const FIN_WAIT1: u8 = 4;
 const FIN_WAIT2: u8 = 5;
 const TIME_WAIT: u8 = 6;
@@ -41,13 +48,14 @@ const CLOSE_WAIT: u8 = 8;
 const LAST_ACK: u8 = 9;
 const LISTEN: u8 = 10;
 const CLOSING: u8 = 11;
+const NEW_SYN_RECV: u8 = 12;
 
 /// A state's name, as deeptcptracer prints it.
 pub fn state_name(s: u8) -> &'static str {
     match s {
         ESTABLISHED => "ESTABLISHED",
         SYN_SENT => "SYN_SENT",
-        3 => "SYN_RECV",
+        SYN_RECV => "SYN_RECV",
         FIN_WAIT1 => "FIN_WAIT1",
         FIN_WAIT2 => "FIN_WAIT2",
         TIME_WAIT => "TIME_WAIT",
@@ -56,7 +64,7 @@ pub fn state_name(s: u8) -> &'static str {
         LAST_ACK => "LAST_ACK",
         LISTEN => "LISTEN",
         CLOSING => "CLOSING",
-        12 => "NEW_SYN_RECV",
+        NEW_SYN_RECV => "NEW_SYN_RECV",
         _ => "UNKNOWN",
     }
 }
@@ -749,7 +757,7 @@ fn sample_events(s: &Sample, w: &mut Watched, key: (i32, i32), now_ns: u64) -> V
     if let Some(mut old) = w.state.filter(|&o| o != new) {
         // A sample is the kernel's present, which may be ahead of the calls applied so far: a
         // socket seen connected was connecting first (the connect's record comes later).
-        let connected = !matches!(new, CLOSE | SYN_SENT | LISTEN | 3 | 12);
+        let connected = !matches!(new, CLOSE | SYN_SENT | LISTEN | SYN_RECV | NEW_SYN_RECV);
         if old == CLOSE && connected {
             out.push(ev(w, What::State, transition(CLOSE, SYN_SENT)));
             old = SYN_SENT;
