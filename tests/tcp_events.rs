@@ -425,7 +425,7 @@ fn retransmissions_zero_windows_and_reset_in_own_namespace() {
         .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
         .arg(support::cli())
         .arg("-w")
-        .arg(t.join("n.pcap"))
+        .arg(t.join("n.pcapng"))
         .arg("--events")
         .arg(&events_dir)
         .args(["-u", "20000", "--tcp-events", "-t", "--"])
@@ -557,6 +557,19 @@ fn retransmissions_zero_windows_and_reset_in_own_namespace() {
     for e in traced.iter().filter(|e| e.ty == "tcp_info") {
         check_tcp_info(e);
     }
+
+    // In the pcapng, a packet of the sender after its retransmissions names them.
+    let noted = support::tshark::fields(
+        &t.join("n.pcapng"),
+        "frame.comment contains \"tcp_retransmit_skb()\"",
+        &["tcp.srcport", "frame.comment"],
+    );
+    assert!(
+        noted
+            .lines()
+            .any(|l| l.starts_with(&format!("{}\t", port(&retrans[0])))),
+        "{noted}"
+    );
     assert!(
         traced.iter().all(|e| e.folder.starts_with("python")),
         "{traced:#?}"

@@ -142,9 +142,13 @@ impl Outputs {
 
     /// Also sample TCP_INFO and derive TCP events as `settings` ask.
     pub fn tcp(mut self, settings: crate::config::TcpSettings, clock_offset_ns: i128) -> Outputs {
-        self.tcp = settings
-            .any()
-            .then(|| super::tcp_events::TcpWatch::new(settings, clock_offset_ns));
+        self.tcp = settings.any().then(|| {
+            let mut w = super::tcp_events::TcpWatch::new(settings, clock_offset_ns);
+            if self.pcapng {
+                w.note_packets();
+            }
+            w
+        });
         self
     }
 
@@ -255,7 +259,20 @@ impl Outputs {
         }
         let ts = (origin.ts_ns as i128 + self.clock_offset_ns).max(0) as u128;
         let ts = Duration::from_nanos(ts.min(u64::MAX as u128) as u64);
-        let comment = self.pcapng.then(|| self.comment(origin));
+        let comment = self.pcapng.then(|| {
+            let mut c = self.comment(origin);
+            // The TCP events seen on this socket since its last packet.
+            let notes = self
+                .tcp
+                .as_mut()
+                .map(|w| w.take_notes(origin.pid, origin.fd))
+                .unwrap_or_default();
+            if !notes.is_empty() {
+                c.push_str("; tcp: ");
+                c.push_str(&notes.join(", "));
+            }
+            c
+        });
         let Some(file) = self.files.get_mut(&key) else {
             return;
         };

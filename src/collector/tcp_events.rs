@@ -148,6 +148,8 @@ struct Watched {
     /// socket is the program's own shutdown (a blocked send may fail after a shutdown stamped
     /// later).
     epipe: Option<Record<'static>>,
+    /// Events not yet named on a packet of this socket's (pcapng comments).
+    notes: Vec<String>,
     /// The descriptor was found not to name the socket any more: no samples until a call on it
     /// says otherwise.
     stale: bool,
@@ -171,10 +173,14 @@ impl Watched {
             reset: false,
             abortive: false,
             epipe: None,
+            notes: Vec::new(),
             stale: false,
         }
     }
 }
+
+/// Events a socket keeps for its next packet's comment, at most.
+const MAX_NOTES: usize = 16;
 
 /// How often closing sockets are looked for in `/proc/net/tcp` (a whole table read each time).
 const ORPHAN_SCAN_NS: u64 = 10_000_000;
@@ -204,6 +210,8 @@ pub struct TcpWatch {
     /// Sockets no process holds any more, still closing: followed in `/proc/net/tcp`.
     orphans: Vec<Orphan>,
     orphans_seen_ns: u64,
+    /// Events are named in the comments of the packets after them (a pcapng capture).
+    notes: bool,
     /// Events are kept here instead of printed and traced (unit tests).
     kept: Option<Vec<Event>>,
 }
@@ -229,6 +237,7 @@ impl TcpWatch {
             }),
             orphans: Vec::new(),
             orphans_seen_ns: 0,
+            notes: false,
             kept: None,
         }
     }
@@ -370,6 +379,20 @@ impl TcpWatch {
         for key in due {
             self.sample(key, now_ns, traces.as_deref_mut());
         }
+    }
+
+    /// Name each event in the comment of its socket's next packet (the capture is pcapng).
+    pub fn note_packets(&mut self) {
+        self.notes = true;
+    }
+
+    /// The events of socket `fd` of `pid` not yet named on a packet, for the comment of the
+    /// packet it is writing now.
+    pub fn take_notes(&mut self, pid: i32, fd: i32) -> Vec<String> {
+        self.socks
+            .get_mut(&(pid, fd))
+            .map(|w| std::mem::take(&mut w.notes))
+            .unwrap_or_default()
     }
 
     /// Process `pid` is gone.
@@ -562,6 +585,18 @@ impl TcpWatch {
         }
         if let Some(t) = traces {
             t.collector_event((e.pid, e.tid, e.fd, e.ts_ns), "tcp_event", e.details());
+        }
+        if self.notes {
+            // A listener's packets are its accepted connections' (accept makes their
+            // handshakes): its own events belong on none of them.
+            let connected = |w: &&mut Watched| w.peer.is_some();
+            if let Some(w) = self.socks.get_mut(&(e.pid, e.fd)).filter(connected) {
+                // A socket whose packets stopped keeps the last few.
+                if w.notes.len() >= MAX_NOTES {
+                    w.notes.remove(0);
+                }
+                w.notes.push(e.note());
+            }
         }
         let comm = self.comm(e.pid);
         if let Some(p) = &mut self.printer {
@@ -818,6 +853,17 @@ impl Event {
             d.push(("direction", J::Str("sent".into())));
         }
         d
+    }
+
+    /// The event in a packet's comment: EVENT TCP_STATE SK_ERR DETAILS, as on stderr.
+    fn note(&self) -> String {
+        let err = self.sk_err.map(errno_name).unwrap_or_default();
+        [self.what.name(), &self.tcp_state, &err, &self.more()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<&str>>()
+            .join(" ")
     }
 
     /// The free text after SK_ERR.
