@@ -6,7 +6,7 @@
 //! the program makes no call); `--tcp-events` alone samples every [`DEFAULT_EVERY_US`]. With
 //! `--events`, each sample is a `tcp_info` line and each event a `tcp_event` line in the
 //! socket's trace; with `--tcp-events`, each event is also a line on stderr in deeptcptracer's
-//! columns.
+//! columns, and in a pcapng capture the comment of the socket's next packet names it.
 //!
 //! What the samples cannot see, the calls tell: a connect's result, a listen, a shutdown or the
 //! last close of a socket, a receive of 0 bytes (the peer's FIN), ECONNRESET and EPIPE (a
