@@ -23,7 +23,7 @@ _netintercept() {
 
     case "${cmd}" in
         netintercept)
-            opts="-w -f -c -q -p -h --no-follow --keylog --nss-keys --events --events-pcap --quiet --backend --attach --help"
+            opts="-w -f -c -b -u -t -q -p -h --no-follow --keylog --nss-keys --events --events-pcap --tcp-info-bytes --tcp-info-usec --tcp-events --timestamps --quiet --backend --attach --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -71,6 +71,22 @@ _netintercept() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o plusdirs
                     fi
+                    return 0
+                    ;;
+                --tcp-info-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp-info-usec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --backend)

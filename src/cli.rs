@@ -289,6 +289,15 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         "NETINTERCEPT_EVENTS" if args.events.is_some() => args.events.clone(),
         "NETINTERCEPT_FOLLOW" if args.no_follow => Some("0".into()),
         "NETINTERCEPT_EVENTS_PCAP" if args.events_pcap => Some("1".into()),
+        "NETINTERCEPT_TCP_INFO_BYTES" if args.tcp_info_bytes.is_some() => {
+            args.tcp_info_bytes.map(|n| n.to_string().into())
+        }
+        "NETINTERCEPT_TCP_INFO_USEC" if args.tcp_info_usec.is_some() => {
+            args.tcp_info_usec.map(|n| n.to_string().into())
+        }
+        "NETINTERCEPT_TCP_EVENTS" if args.tcp_events => {
+            Some(if args.timestamps { "time" } else { "1" }.into())
+        }
         _ => std::env::var_os(name),
     });
     let Ok(filter) = crate::collector::check(&cfg, &lib_dir, true) else {

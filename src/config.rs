@@ -31,8 +31,31 @@ pub struct Config {
     /// Also write each traced socket's packets beside its trace (`-c`,
     /// NETINTERCEPT_EVENTS_PCAP=1; tcpsnitch's `-c`).
     pub events_pcap: bool,
+    /// TCP_INFO sampling and TCP events (`-b`, `-u`, `--tcp-events`, `-t`;
+    /// NETINTERCEPT_TCP_INFO_BYTES, NETINTERCEPT_TCP_INFO_USEC, NETINTERCEPT_TCP_EVENTS).
+    pub tcp: TcpSettings,
     /// What is wrong with the values, in the order found.
     pub problems: Vec<Problem>,
+}
+
+/// What the user asked of TCP internals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// `-b`: a sample each time this many more bytes were sent and received (0: never).
+    pub every_bytes: u64,
+    /// `-u`: a sample every this many microseconds (0: never).
+    pub every_us: u64,
+    /// `--tcp-events`: print events on stderr.
+    pub print: bool,
+    /// `-t`: with their time of day.
+    pub timestamps: bool,
+}
+
+impl TcpSettings {
+    /// Whether anything is to be done at all.
+    pub fn any(&self) -> bool {
+        self.every_bytes > 0 || self.every_us > 0 || self.print
+    }
 }
 
 /// A value that cannot be used as given. Each holds its line, without the `netintercept: `.
@@ -132,6 +155,34 @@ impl Config {
                 false
             }
         };
+        let mut count = |name: &str| -> u64 {
+            let Some(v) = var(name) else { return 0 };
+            match v.to_str().and_then(|t| t.parse::<u64>().ok()) {
+                Some(n) => n,
+                None => {
+                    problems.push(Problem::Ignored(format!(
+                        "{name}={} is not a whole number: ignored",
+                        quoted(v.as_bytes(), VALUE_CHARS)
+                    )));
+                    0
+                }
+            }
+        };
+        let every_bytes = count("NETINTERCEPT_TCP_INFO_BYTES");
+        let every_us = count("NETINTERCEPT_TCP_INFO_USEC");
+        let (print, timestamps) = match var("NETINTERCEPT_TCP_EVENTS") {
+            None => (false, false),
+            Some(v) if v == "0" => (false, false),
+            Some(v) if v == "1" => (true, false),
+            Some(v) if v == "time" => (true, true),
+            Some(v) => {
+                problems.push(Problem::Ignored(format!(
+                    "NETINTERCEPT_TCP_EVENTS={} is not 0, 1 or time: ignored",
+                    quoted(v.as_bytes(), VALUE_CHARS)
+                )));
+                (false, false)
+            }
+        };
         Self {
             file_pattern,
             filter,
@@ -139,6 +190,12 @@ impl Config {
             keylog: var("NETINTERCEPT_KEYLOG"),
             events,
             events_pcap,
+            tcp: TcpSettings {
+                every_bytes,
+                every_us,
+                print,
+                timestamps,
+            },
             problems,
         }
     }
@@ -312,6 +369,41 @@ mod tests {
         assert!(c.problems.is_empty());
         assert!(config(&[("NETINTERCEPT_KEYLOG", b"")]).keylog.is_none());
         assert!(config(&[]).keylog.is_none());
+    }
+
+    #[test]
+    fn tcp_internals_from_their_variables() {
+        let c = config(&[
+            ("NETINTERCEPT_TCP_INFO_BYTES", b"65536"),
+            ("NETINTERCEPT_TCP_INFO_USEC", b"20000"),
+            ("NETINTERCEPT_TCP_EVENTS", b"time"),
+        ]);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            c.tcp,
+            TcpSettings {
+                every_bytes: 65536,
+                every_us: 20000,
+                print: true,
+                timestamps: true,
+            }
+        );
+        assert!(!config(&[]).tcp.any());
+        let c = config(&[("NETINTERCEPT_TCP_EVENTS", b"1")]);
+        assert!(c.tcp.print && !c.tcp.timestamps);
+        let c = config(&[
+            ("NETINTERCEPT_TCP_INFO_USEC", b"-5"),
+            ("NETINTERCEPT_TCP_EVENTS", b"yes"),
+        ]);
+        assert!(!c.tcp.any());
+        let lines: Vec<&str> = c.problems.iter().map(Problem::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "NETINTERCEPT_TCP_INFO_USEC='-5' is not a whole number: ignored",
+                "NETINTERCEPT_TCP_EVENTS='yes' is not 0, 1 or time: ignored"
+            ]
+        );
     }
 
     #[test]

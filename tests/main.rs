@@ -13,6 +13,7 @@ pub mod exactness;
 mod filter;
 pub mod isolation;
 mod stdio_syscall;
+mod tcp_events;
 mod tls;
 mod tls_bio;
 mod tls_gnutls;

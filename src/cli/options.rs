@@ -65,6 +65,22 @@ pub struct Options {
     #[arg(short = 'c', long = "events-pcap")]
     pub events_pcap: bool,
 
+    /// Sample TCP_INFO every BYTES sent+received on a socket (sets NETINTERCEPT_TCP_INFO_BYTES)
+    #[arg(short = 'b', long = "tcp-info-bytes", value_name = "BYTES")]
+    pub tcp_info_bytes: Option<u64>,
+
+    /// Sample TCP_INFO every USEC microseconds (sets NETINTERCEPT_TCP_INFO_USEC)
+    #[arg(short = 'u', long = "tcp-info-usec", value_name = "USEC")]
+    pub tcp_info_usec: Option<u64>,
+
+    /// Print TCP events on stderr, as deeptcptracer does (sets NETINTERCEPT_TCP_EVENTS=1)
+    #[arg(long = "tcp-events")]
+    pub tcp_events: bool,
+
+    /// With --tcp-events: each event's time of day (sets NETINTERCEPT_TCP_EVENTS=time)
+    #[arg(short = 't', long = "timestamps", requires = "tcp_events")]
+    pub timestamps: bool,
+
     /// Say nothing at the end of the run (errors and warnings are still said)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -154,12 +170,25 @@ fn from_error(e: clap::Error) -> Parsed {
         return Parsed::Help(e.render().to_string());
     }
     let text = e.render().to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines();
+    let first = lines
         .next()
         .unwrap_or("bad usage")
         .trim_start_matches("error: ")
         .trim_end();
+    // A first line ending in ':' is followed by what it names, indented (a missing argument).
+    let named: Vec<&str> = if first.ends_with(':') {
+        lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let first = match named.is_empty() {
+        true => first.to_string(),
+        false => format!("{first} {}", named.join(", ")),
+    };
     Parsed::Usage(format!("{first}; see 'netintercept --help'"))
 }
 
@@ -272,6 +301,30 @@ pub const VARIABLES: &[Variable] = &[
         option: Some("--backend"),
         meaning: "auto (default: the system-call tracer for statically linked and Go programs, \
                   else the preload library), preload, ptrace or both; read by the CLI",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_INFO_BYTES",
+        option: Some("-b"),
+        meaning: "take a TCP_INFO sample of a TCP socket each time this many more bytes were \
+                  sent and received on it (tcpsnitch's -b; 0: never): a tcp_info event, every \
+                  field of struct tcp_info by name, in the socket's --events trace; samples are \
+                  taken by the collector from outside the program (pidfd_getfd)",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_INFO_USEC",
+        option: Some("-u"),
+        meaning: "take a TCP_INFO sample of each TCP socket every this many microseconds \
+                  (tcpsnitch's -u; 0: never), also while the program makes no call",
+    },
+    Variable {
+        name: "NETINTERCEPT_TCP_EVENTS",
+        option: Some("--tcp-events"),
+        meaning: "1 prints TCP events on stderr in deeptcptracer's columns (EVENT, PID, COMM, \
+                  SOURCE, DESTINATION, TCP_STATE, SK_ERR): state changes, retransmissions, \
+                  resets and FINs received, FINs sent, zero windows, socket errors, derived \
+                  from the calls' results and from TCP_INFO samples (every 10000 microseconds \
+                  unless -u says); time adds each event's time of day (as -t); with --events \
+                  they are tcp_event lines in the socket's trace too",
     },
     Variable {
         name: "NETINTERCEPT_TLS",
@@ -483,6 +536,15 @@ mod tests {
             unreachable!()
         };
         assert!(line.starts_with("unexpected argument '--bogus'"), "{line}");
+        // What is missing is named on the one line.
+        let Parsed::Usage(line) = args(&["-t", "sh"]) else {
+            panic!("-t without --tcp-events is a usage error");
+        };
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: --tcp-events; see 'netintercept \
+             --help'"
+        );
         let (Parsed::Help(long), Parsed::Help(short)) = (args(&["--help"]), args(&["-h"])) else {
             panic!("help");
         };

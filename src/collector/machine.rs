@@ -580,6 +580,20 @@ impl<K: Kernel> Machine<K> {
         self.procs.contains_key(&pid)
     }
 
+    /// Whether this machine follows a socket under any of descriptors `fds` of `pid`.
+    pub fn holds(&self, pid: i32, fds: std::ops::RangeInclusive<i64>) -> bool {
+        self.procs
+            .get(&pid)
+            .is_some_and(|p| p.fds.keys().any(|&f| fds.contains(&i64::from(f))))
+    }
+
+    /// The inode of the TCP socket that descriptor `fd` of `pid` names, when this machine
+    /// follows one there and knows its inode.
+    pub fn tcp_inode(&self, pid: i32, fd: i32) -> Option<u64> {
+        let c = self.conns.get(self.conn_id(pid, fd)?)?.as_ref()?;
+        (matches!(c.proto, Proto::Tcp(_)) && c.inode != 0).then_some(c.inode)
+    }
+
     fn next_isn(&mut self) -> u32 {
         self.isn = self.isn.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.isn;

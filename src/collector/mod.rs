@@ -18,6 +18,8 @@ pub mod output;
 pub mod procfs;
 pub mod sock_trace;
 pub mod spawn;
+mod tcp_events;
+mod tcp_info;
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -156,6 +158,8 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         // Keys the programs wrote to their key log files: before a process found gone releases
         // what waits for them.
         moved += read_key_files(&mut machine, &mut outputs);
+        // `-u` holds while the programs make no call: samples are due by the clock.
+        outputs.tcp_tick(crate::recorder::now_ns());
         if last_liveness.elapsed() >= LIVENESS || moved == 0 {
             last_liveness = Instant::now();
             reap(
@@ -356,7 +360,18 @@ fn apply_head(
         // Packets written meanwhile belong to no call's event (a process found gone).
         outputs.take_frames();
         machine.apply(&r, outputs);
-        outputs.trace_event(&r);
+        // A vfork child's closes arrive under its parent's pid (it shares its parent's memory,
+        // so its recorder): when the machine kept the descriptors (the parent's still name the
+        // sockets), they are no event of the parent's sockets.
+        let vfork_child_close = match r.kind {
+            Kind::Close => machine.holds(r.pid, r.fd.into()..=r.fd.into()),
+            Kind::CloseRange => machine.holds(r.pid, r.arg0..=r.arg1),
+            _ => false,
+        };
+        if !vfork_child_close {
+            outputs.trace_event(&r);
+        }
+        outputs.tcp_record(&r, &|pid, fd| machine.tcp_inode(pid, fd));
         if matches!(r.kind, Kind::Exit | Kind::Detached) {
             if let Some(v) = slots.get_mut(&slot) {
                 v.exited = true;
@@ -454,6 +469,7 @@ fn reap(
         region.ring(i).free();
         if gone && !slots.values().any(|v| v.pid == pid) {
             machine.process_gone(pid, crate::recorder::now_ns(), outputs);
+            outputs.tcp_process_gone(pid);
         }
     }
 }
@@ -526,6 +542,7 @@ pub fn outputs(
         cfg.events_pcap,
         realtime as i128 - mono as i128,
     )
+    .tcp(cfg.tcp, realtime as i128 - mono as i128)
 }
 
 /// How often the heartbeat is renewed while the collector is busy before its loop starts.

@@ -83,6 +83,8 @@ pub struct Outputs {
     /// Packets of the record being applied, for the socket pcaps: (pid, fd, time, bytes). An
     /// accept's or a dup's packets come before the trace of their socket exists.
     sock_packets: Vec<(i32, i32, Duration, Vec<u8>)>,
+    /// TCP_INFO samples and TCP events (`-b`, `-u`, `--tcp-events`).
+    tcp: Option<super::tcp_events::TcpWatch>,
 }
 
 struct File {
@@ -161,6 +163,44 @@ impl Outputs {
             frames: Vec::new(),
             sock_pcaps: false,
             sock_packets: Vec::new(),
+            tcp: None,
+        }
+    }
+
+    /// Also sample TCP_INFO and derive TCP events as `settings` ask.
+    pub fn tcp(mut self, settings: crate::config::TcpSettings, clock_offset_ns: i128) -> Outputs {
+        self.tcp = settings.any().then(|| {
+            let mut w = super::tcp_events::TcpWatch::new(settings, clock_offset_ns);
+            if self.pcapng {
+                w.note_packets();
+            }
+            w
+        });
+        self
+    }
+
+    /// Record `r` was applied; `inode` names the TCP socket a descriptor of a process holds.
+    pub fn tcp_record(
+        &mut self,
+        r: &crate::record::Record,
+        inode: &dyn Fn(i32, i32) -> Option<u64>,
+    ) {
+        if let Some(w) = &mut self.tcp {
+            w.record(r, inode, self.traces.as_mut());
+        }
+    }
+
+    /// The collector's loop came round at `now_ns` (monotonic): take the samples that are due.
+    pub fn tcp_tick(&mut self, now_ns: u64) {
+        if let Some(w) = &mut self.tcp {
+            w.tick(now_ns, self.traces.as_mut());
+        }
+    }
+
+    /// Process `pid` is gone (found dead from outside).
+    pub fn tcp_process_gone(&mut self, pid: i32) {
+        if let Some(w) = &mut self.tcp {
+            w.process_gone(pid);
         }
     }
 
@@ -287,7 +327,20 @@ impl Outputs {
                 }
             }
         }
-        let comment = self.pcapng.then(|| self.comment(origin));
+        let comment = self.pcapng.then(|| {
+            let mut c = self.comment(origin);
+            // The TCP events seen on this socket since its last packet.
+            let notes = self
+                .tcp
+                .as_mut()
+                .map(|w| w.take_notes(origin.pid, origin.fd))
+                .unwrap_or_default();
+            if !notes.is_empty() {
+                c.push_str("; tcp: ");
+                c.push_str(&notes.join(", "));
+            }
+            c
+        });
         let Some(file) = self.files.get_mut(&key) else {
             return;
         };

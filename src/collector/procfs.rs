@@ -139,6 +139,29 @@ fn parent_and_innermost_pid(status: &str) -> Option<(i32, i32)> {
     Some((ppid, inner))
 }
 
+/// The state (`/proc/net/tcp`'s `st`) of the TCP socket from `local` to `peer` in the network
+/// namespace of `pid` (or the collector's, once `pid` is gone): how a socket no process holds
+/// any more (closing, in TIME_WAIT) is seen from outside. `Some(None)`: no such socket; `None`:
+/// the table could not be read.
+pub fn tcp_state(pid: i32, local: SocketAddr, peer: SocketAddr) -> Option<Option<u8>> {
+    let table = if local.is_ipv4() { "tcp" } else { "tcp6" };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+        .or_else(|_| std::fs::read_to_string(format!("/proc/self/net/{table}")))
+        .ok()?;
+    Some(find_pair(&text, local, peer))
+}
+
+/// The state of the line of a `/proc/net/tcp[6]` table from `local` to `peer`.
+fn find_pair(text: &str, local: SocketAddr, peer: SocketAddr) -> Option<u8> {
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || parse_addr(f[1]) != Some(local) || parse_addr(f[2]) != Some(peer) {
+            return None;
+        }
+        u8::from_str_radix(f[3], 16).ok()
+    })
+}
+
 /// The executable's file name of `pid`, for pcapng comments and `%e`.
 pub fn exe_path(pid: i32) -> std::ffi::OsString {
     std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -182,5 +205,8 @@ mod tests {
         assert_eq!(f.local, Some("[::1]:443".parse().expect("addr")));
         assert_eq!(f.peer, Some("[::1]:40000".parse().expect("addr")));
         assert!(!f.listening);
+        let pair = |l: &str, p: &str| find_pair(v6, l.parse().expect("l"), p.parse().expect("p"));
+        assert_eq!(pair("[::1]:443", "[::1]:40000"), Some(1));
+        assert_eq!(pair("[::1]:443", "[::1]:40001"), None);
     }
 }

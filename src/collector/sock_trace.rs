@@ -438,6 +438,27 @@ impl SockTraces {
         }
     }
 
+    /// An event the collector made itself, from outside the program (a `tcp_info` sample, a
+    /// `tcp_event`), on the trace of socket `fd` of `pid` when it has one: `fake_call` true,
+    /// return value 0, as tcpsnitch writes its samples.
+    pub(super) fn collector_event(
+        &mut self,
+        at: (i32, i32, i32, u64),
+        ty: &str,
+        details: Vec<(&'static str, J)>,
+    ) {
+        let (pid, tid, fd, ts_ns) = at;
+        let r = Record {
+            pid,
+            tid,
+            fd,
+            ts_ns,
+            ..Record::new(Kind::Send)
+        };
+        let line = self.line(&r, ty, true, details, &[]);
+        self.write(pid, fd, &line);
+    }
+
     /// Write what is buffered (the collector is idle), so a trace is readable while it grows.
     pub fn flush(&mut self) {
         for p in self.procs.values_mut() {
@@ -1345,7 +1366,7 @@ fn opt_addr(a: Option<SocketAddr>) -> Vec<(&'static str, J)> {
         .unwrap_or_default()
 }
 
-fn addr_json(a: Option<SocketAddr>) -> J {
+pub(super) fn addr_json(a: Option<SocketAddr>) -> J {
     let Some(a) = a else {
         return J::Obj(Vec::new());
     };
@@ -1431,7 +1452,7 @@ fn log(p: &mut Proc, line: &str) {
 }
 
 /// errno's symbolic name, as tcpsnitch writes it (the number when it has none here).
-fn errno_name(e: i32) -> String {
+pub(super) fn errno_name(e: i32) -> String {
     let name = match e {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
@@ -1480,9 +1501,11 @@ fn errno_name(e: i32) -> String {
 /// The little JSON this module writes: objects keep their keys' order, which tcpsnitch's
 /// output (jansson, insertion order) has too.
 #[derive(Clone)]
-enum J {
+pub(super) enum J {
     Bool(bool),
     Int(i64),
+    /// An unsigned value that may not fit i64 (TCP_INFO's u64 counters).
+    UInt(u64),
     Str(String),
     Obj(Vec<(&'static str, J)>),
     Arr(Vec<J>),
@@ -1493,6 +1516,7 @@ impl fmt::Display for J {
         match self {
             J::Bool(b) => write!(f, "{b}"),
             J::Int(i) => write!(f, "{i}"),
+            J::UInt(i) => write!(f, "{i}"),
             J::Str(s) => {
                 f.write_char('"')?;
                 for c in s.chars() {
