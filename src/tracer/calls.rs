@@ -311,7 +311,16 @@ impl Calls<'_> {
             offset: 0,
         };
         match r.nr {
-            libc::SYS_socket | libc::SYS_recvmsg => follow(pending),
+            libc::SYS_socket => follow(pending),
+            // Descriptors may travel over any socket (a unix one, mostly): a message with
+            // control data is followed whatever its socket. Reading the message here is the
+            // tracer's own read; a bad pointer only means nothing is followed.
+            libc::SYS_sendmsg | libc::SYS_recvmsg
+                if self.fds.is_tracked(fd)
+                    || read_msghdr(self.t, a[1]).is_some_and(|m| m.controllen > 0) =>
+            {
+                follow(pending)
+            }
             libc::SYS_close => {
                 let fd = a[0] as i32;
                 if !self.fds.remove(fd) {
@@ -591,6 +600,9 @@ impl Calls<'_> {
                     self.scratch.clear();
                     self.send(nr, fd, -1, errno, 0, 0, None, out);
                 }
+                if self.events {
+                    self.mmsg(nr, fd, a, ret, errno, out);
+                }
             }
             libc::SYS_sendfile => {
                 self.scratch.clear();
@@ -672,9 +684,59 @@ impl Calls<'_> {
                     self.scratch.clear();
                     self.recv(nr, fd, -1, errno, 0, flags, None, out);
                 }
+                if self.events {
+                    self.mmsg(nr, fd, a, ret, errno, out);
+                }
             }
             _ => {}
         }
+    }
+
+    /// The event trace's record of a sendmmsg or recvmmsg as a whole (see `Kind::Mmsg`), after
+    /// its messages' records: the messages the kernel handled, read after it reported them.
+    fn mmsg(
+        &self,
+        nr: i64,
+        fd: i32,
+        a: [u64; 6],
+        ret: i64,
+        errno: i32,
+        out: &mut dyn FnMut(&Record),
+    ) {
+        use crate::record::MMSG_SIZES;
+        let mut words: Vec<i64> = vec![0, 0];
+        if nr == libc::SYS_recvmmsg && ret >= 0 && a[4] != 0 {
+            if let (Some(s), Some(ns)) = (read_u64(self.t, a[4]), read_u64(self.t, a[4] + 8)) {
+                words = vec![s as i64, ns as i64];
+            }
+        }
+        for i in 0..ret.max(0) as u64 {
+            let at = a[1] + i * 64;
+            let (Some(m), Some(len)) = (read_msghdr(self.t, at), read_u32(self.t, at + 56)) else {
+                break;
+            };
+            let iov = read_iovecs(self.t, m.iov, m.iovlen);
+            let cmsg = self.first_cmsg(&m).map_or(0, |(level, ty)| {
+                (1u64 << 63 | u64::from(level as u32) | u64::from(ty as u32 & 0x7fff_ffff) << 32)
+                    as i64
+            });
+            words.extend([
+                i64::from(len),
+                i64::from(m.flags),
+                m.controllen as i64,
+                cmsg,
+                iov.len() as i64,
+            ]);
+            words.extend(iov.iter().take(MMSG_SIZES).map(|v| v.1 as i64));
+        }
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut r = rec(Kind::Mmsg, nr, fd);
+        r.ret = ret;
+        r.errno = errno;
+        r.arg0 = i64::from(a[2] as u32);
+        r.arg1 = i64::from(a[3] as i32);
+        r.data = &bytes;
+        out(&r);
     }
 
     /// The event trace's record of a vectored call's buffers (see `Kind::IoVec`), just before
