@@ -76,6 +76,27 @@ pub fn from_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::sock
     (ss, len as libc::socklen_t)
 }
 
+/// Whether a connect that failed with `errno` had copied its address from the caller first.
+/// The kernel copies the address before anything else and fails with EFAULT (bad pointer) or
+/// EINVAL (bad length) when it cannot; the errors listed here all come later, from the protocol,
+/// so the caller's memory is known to be readable. Anything else: the address is not touched.
+pub fn connect_read_address(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EINPROGRESS
+            | libc::EINTR
+            | libc::EALREADY
+            | libc::EISCONN
+            | libc::ECONNREFUSED
+            | libc::ETIMEDOUT
+            | libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::ECONNRESET
+            | libc::EADDRNOTAVAIL
+            | libc::EAGAIN
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

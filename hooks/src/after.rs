@@ -11,10 +11,7 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, sockaddr, socklen_t, s
 use netintercept_core::events;
 use netintercept_core::recorder::IoVecs;
 
-use super::{
-    addr_in, address_was_read, bytes, family_of, filled, iov_total, iovecs, message, passed_fds,
-    ret_len,
-};
+use super::{addr_in, bytes, family_of, filled, iov_total, iovecs, message, passed_fds, ret_len};
 
 /// Record as call number `call`, with errno and panics contained.
 pub(crate) fn note(call: u16, f: impl FnOnce()) {
@@ -37,7 +34,7 @@ pub(crate) unsafe fn connect(
     if !events::is_tracked(fd) {
         return;
     }
-    let (family, remote) = if ret == 0 || address_was_read(errno) {
+    let (family, remote) = if ret == 0 || netintercept_core::sockaddr::connect_read_address(errno) {
         // SAFETY: the kernel read `len` bytes at `addr` for this call without a fault.
         unsafe { (family_of(addr, len), addr_in(addr, len)) }
     } else {

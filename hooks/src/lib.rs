@@ -93,27 +93,6 @@ fn ret_len(ret: ssize_t) -> usize {
     ret.max(0) as usize
 }
 
-/// Whether a connect that failed with `errno` had copied its address from the caller first.
-/// The kernel copies the address before anything else and fails with EFAULT (bad pointer) or
-/// EINVAL (bad length) when it cannot; the errors listed here all come later, from the protocol,
-/// so the caller's memory is known to be readable. Anything else: the address is not touched.
-fn address_was_read(errno: c_int) -> bool {
-    matches!(
-        errno,
-        libc::EINPROGRESS
-            | libc::EINTR
-            | libc::EALREADY
-            | libc::EISCONN
-            | libc::ECONNREFUSED
-            | libc::ETIMEDOUT
-            | libc::ENETUNREACH
-            | libc::EHOSTUNREACH
-            | libc::ECONNRESET
-            | libc::EADDRNOTAVAIL
-            | libc::EAGAIN
-    )
-}
-
 /// The address family at `addr` (-1 when there is none).
 ///
 /// # Safety

@@ -6,9 +6,8 @@
 //! CLI detach every thread: the processes run on, unaware.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc;
 
-use super::{ptrace, LaunchError, Proc, Running, Thread, Tracer, FOLLOW};
+use super::{on_tracer_thread, ptrace, LaunchError, Proc, Running, Thread, Tracer, FOLLOW};
 use crate::ring::Region;
 
 /// A detach was asked for.
@@ -70,38 +69,21 @@ pub fn detach_on_signals() {
 /// Trace the running processes `pids` (and every process they start) into `region`, until a
 /// detaching signal or until they are all gone.
 pub fn attach(pids: Vec<i32>, region: Region, events: bool) -> Result<Running, LaunchError> {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (status_tx, status_rx) = mpsc::channel();
     let first = pids.first().copied().unwrap_or(0);
-    let thread = std::thread::Builder::new()
-        .name("netintercept-tracer".into())
-        .spawn(move || {
-            let set = signal_set();
-            // SAFETY: unblocking in this thread the signals the main thread blocked.
-            unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-            let mut t = Tracer::new(Vec::new(), region, events, true, true, -1);
-            if let Err(e) = t.seize_all(&pids) {
-                t.detach_all();
-                let _ = started_tx.send(Err(e));
-                return;
-            }
-            POKE.store(first, Ordering::Relaxed);
-            let _ = started_tx.send(Ok(first));
-            t.run(None, &status_tx);
-        });
-    if let Err(e) = thread {
-        return Err(LaunchError::Tracer(format!(
-            "cannot start the tracer thread: {e}"
-        )));
-    }
-    match started_rx.recv() {
-        Ok(Ok(pid)) => Ok(Running {
-            pid,
-            status: status_rx,
-        }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(LaunchError::Tracer("the tracer thread ended".into())),
-    }
+    on_tracer_thread(move |started_tx, status_tx| {
+        let set = signal_set();
+        // SAFETY: unblocking in this thread the signals the main thread blocked.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        let mut t = Tracer::new(Vec::new(), region, events, true, true, -1);
+        if let Err(e) = t.seize_all(&pids) {
+            t.detach_all();
+            let _ = started_tx.send(Err(e));
+            return;
+        }
+        POKE.store(first, Ordering::Relaxed);
+        let _ = started_tx.send(Ok(first));
+        t.run(None, &status_tx);
+    })
 }
 
 /// Why the kernel refused to let us trace `pid`, and what to do.

@@ -142,24 +142,6 @@ fn split(ret: i64) -> (i64, i32) {
     }
 }
 
-/// Whether a connect that failed with `errno` had copied its address (as in the hooks).
-fn address_was_read(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EINPROGRESS
-            | libc::EINTR
-            | libc::EALREADY
-            | libc::EISCONN
-            | libc::ECONNREFUSED
-            | libc::ETIMEDOUT
-            | libc::ENETUNREACH
-            | libc::EHOSTUNREACH
-            | libc::ECONNRESET
-            | libc::EADDRNOTAVAIL
-            | libc::EAGAIN
-    )
-}
-
 /// The socket address of `len` bytes at `addr` in the tracee, and its family (-1: none).
 fn read_addr(t: &dyn Tracee, addr: u64, len: u64) -> (i32, Option<SocketAddr>) {
     if addr == 0 || len < 2 {
@@ -561,24 +543,7 @@ impl Calls<'_> {
             }
             libc::SYS_writev => {
                 self.scratch.clear();
-                // After a failure the array may be unreadable or too long: not read.
-                let iov = if ret >= 0 {
-                    read_iovecs(self.t, a[1], a[2])
-                } else {
-                    Vec::new()
-                };
-                if self.events {
-                    self.vector(
-                        nr,
-                        fd,
-                        (a[2] as i32).max(0) as u64,
-                        &iov,
-                        None,
-                        None,
-                        0,
-                        out,
-                    );
-                }
+                let iov = self.plain_vector(nr, fd, a, ret, out);
                 gather(self.t, &iov, ret.max(0) as usize, self.scratch);
                 self.send(nr, fd, ret, errno, 0, 0, None, out);
             }
@@ -638,30 +603,11 @@ impl Calls<'_> {
             }
             libc::SYS_readv => {
                 self.scratch.clear();
-                let mut asked = 0usize;
-                let iov = if ret >= 0 {
-                    read_iovecs(self.t, a[1], a[2])
-                } else {
-                    Vec::new()
-                };
-                if self.events {
-                    self.vector(
-                        nr,
-                        fd,
-                        (a[2] as i32).max(0) as u64,
-                        &iov,
-                        None,
-                        None,
-                        0,
-                        out,
-                    );
-                }
-                if ret >= 0 {
-                    asked = iov
-                        .iter()
-                        .fold(0usize, |s, v| s.saturating_add(v.1 as usize));
-                    gather(self.t, &iov, ret as usize, self.scratch);
-                }
+                let iov = self.plain_vector(nr, fd, a, ret, out);
+                let asked = iov
+                    .iter()
+                    .fold(0usize, |s, v| s.saturating_add(v.1 as usize));
+                gather(self.t, &iov, ret.max(0) as usize, self.scratch);
                 self.recv(nr, fd, ret, errno, asked, 0, None, out);
             }
             libc::SYS_recvmsg => self.recvmsg(nr, fd, a, ret, errno, out),
@@ -690,6 +636,29 @@ impl Calls<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The buffers of a writev or readv (`a` its arguments) that returned `ret`, with their
+    /// event-trace record: after a failure the array may be unreadable or too long, so it is
+    /// not read.
+    fn plain_vector(
+        &self,
+        nr: i64,
+        fd: i32,
+        a: [u64; 6],
+        ret: i64,
+        out: &mut dyn FnMut(&Record),
+    ) -> Vec<(u64, u64)> {
+        let iov = if ret >= 0 {
+            read_iovecs(self.t, a[1], a[2])
+        } else {
+            Vec::new()
+        };
+        if self.events {
+            let count = (a[2] as i32).max(0) as u64;
+            self.vector(nr, fd, count, &iov, None, None, 0, out);
+        }
+        iov
     }
 
     /// The event trace's record of a sendmmsg or recvmmsg as a whole (see `Kind::Mmsg`), after
@@ -818,7 +787,7 @@ impl Calls<'_> {
         errno: i32,
         out: &mut dyn FnMut(&Record),
     ) {
-        let (family, remote) = if ret == 0 || address_was_read(errno) {
+        let (family, remote) = if ret == 0 || crate::sockaddr::connect_read_address(errno) {
             read_addr(self.t, a[1], a[2])
         } else {
             (-1, None)

@@ -3,44 +3,25 @@
 //! untraced (it would fail with ENOSYS).
 
 use std::ffi::CString;
-use std::sync::mpsc;
 
-use super::{filter, LaunchError, Running, Spec, Tracer, OPTIONS};
+use super::{filter, on_tracer_thread, LaunchError, Running, Spec, Tracer, OPTIONS};
 use crate::ring::Region;
 
 /// Start `spec` under the tracer, whose records go into `region`. Returns once the program's
 /// image is running (its exec succeeded) or could not start.
 pub fn launch(spec: Spec, region: Region) -> Result<Running, LaunchError> {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (status_tx, status_rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("netintercept-tracer".into())
-        .spawn(move || {
-            // ptrace requests must all come from the thread that seized the tracees.
-            let mut t = match start(&spec) {
-                Ok((pid, errpipe)) => {
-                    Tracer::new(vec![pid], region, spec.events, spec.follow, false, errpipe)
-                }
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return;
-                }
-            };
-            t.run(Some(started_tx), &status_tx);
-        });
-    if let Err(e) = thread {
-        return Err(LaunchError::Tracer(format!(
-            "cannot start the tracer thread: {e}"
-        )));
-    }
-    match started_rx.recv() {
-        Ok(Ok(pid)) => Ok(Running {
-            pid,
-            status: status_rx,
-        }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(LaunchError::Tracer("the tracer thread ended".into())),
-    }
+    on_tracer_thread(move |started_tx, status_tx| {
+        let mut t = match start(&spec) {
+            Ok((pid, errpipe)) => {
+                Tracer::new(vec![pid], region, spec.events, spec.follow, false, errpipe)
+            }
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+        };
+        t.run(Some(started_tx), &status_tx);
+    })
 }
 
 /// Fork the command, seize it, and let it exec under the filter. Returns its pid and the read

@@ -81,6 +81,33 @@ const FOLLOW: libc::c_int = libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEEXEC;
 
+/// The tracer's whole life on a thread of its own (ptrace requests must all come from the
+/// thread that seized the tracees): `body` sets the tracer up, says on its first sender
+/// whether the program runs (its pid) or why not, then traces to the end, sending the
+/// command's wait status on its second. Returns once the first has spoken.
+fn on_tracer_thread(
+    body: impl FnOnce(mpsc::Sender<Result<i32, LaunchError>>, mpsc::Sender<ExitStatus>) + Send + 'static,
+) -> Result<Running, LaunchError> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (status_tx, status_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("netintercept-tracer".into())
+        .spawn(move || body(started_tx, status_tx));
+    if let Err(e) = thread {
+        return Err(LaunchError::Tracer(format!(
+            "cannot start the tracer thread: {e}"
+        )));
+    }
+    match started_rx.recv() {
+        Ok(Ok(pid)) => Ok(Running {
+            pid,
+            status: status_rx,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(LaunchError::Tracer("the tracer thread ended".into())),
+    }
+}
+
 /// One traced process.
 struct Proc {
     /// None: nothing of it is recorded (`--no-follow`, or every slot taken).
