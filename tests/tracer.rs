@@ -582,7 +582,13 @@ fn attach_to_a_running_client_and_detach() {
         "open from a handshake, never closed"
     );
     let captured = text(&to[0].bytes);
-    assert_eq!(captured, text(&from[0].bytes), "every tick echoed");
+    // Every tick echoed, but for the last one when the detach came between a send and its echo.
+    let echoed = text(&from[0].bytes);
+    assert!(captured.starts_with(&echoed), "{captured:?} / {echoed:?}");
+    assert!(
+        captured[echoed.len()..].lines().count() <= 1,
+        "{captured:?} / {echoed:?}"
+    );
     let ticks: Vec<u64> = captured
         .lines()
         .map(|l| l.trim_start_matches("tick ").parse().expect("a tick"))
