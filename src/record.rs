@@ -49,9 +49,11 @@ pub enum Kind {
     Accept = 14,
     /// `shutdown(fd, arg0)` succeeded.
     Shutdown = 15,
-    /// `close(fd)` is about to run.
+    /// `close(fd)` is about to run. `ret` is 1 when the system-call tracer saw this very
+    /// process make it (the library cannot tell a vfork child's closes from its parent's).
     Close = 16,
-    /// Descriptors `arg0..=arg1` are about to be closed (close_range, closefrom).
+    /// Descriptors `arg0..=arg1` are about to be closed (close_range, closefrom); `ret` as for
+    /// Close.
     CloseRange = 17,
     /// `fd` was duplicated onto `ret` (dup family, fcntl F_DUPFD); for the event trace, `arg0`
     /// holds dup3's flags or fcntl's command, `arg1` fcntl's argument.

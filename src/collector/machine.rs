@@ -25,6 +25,10 @@ pub trait Kernel {
     fn discover(&mut self, pid: i32, fd: i32) -> Option<Found>;
     /// The source address the kernel would use towards `dst`.
     fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr>;
+    /// Whether process `pid` still runs (a zombie does not).
+    fn alive(&mut self, _pid: i32) -> bool {
+        true
+    }
 }
 
 /// A socket found from outside.
@@ -385,7 +389,7 @@ impl<K: Kernel> Machine<K> {
                     }
                 }
             }
-            Kind::Close => self.on_close(pid, fd, &mut emit),
+            Kind::Close => self.on_close(pid, fd, r.ret == 1, &mut emit),
             Kind::CloseRange => {
                 let (first, last) = (r.arg0, r.arg1);
                 let mut doomed: Vec<i32> = self
@@ -401,7 +405,7 @@ impl<K: Kernel> Machine<K> {
                     .unwrap_or_default();
                 doomed.sort_unstable();
                 for f in doomed {
-                    self.on_close(pid, f, &mut emit);
+                    self.on_close(pid, f, r.ret == 1, &mut emit);
                 }
             }
             Kind::Dup => self.on_dup(pid, fd, r.ret as i32, &mut emit),
@@ -706,16 +710,23 @@ impl<K: Kernel> Machine<K> {
         }
     }
 
-    fn on_close(&mut self, pid: i32, fd: i32, emit: &mut dyn FnMut(&[u8])) {
+    /// `own`: the system-call tracer saw this very process make the close (no vfork child can
+    /// be taken for it).
+    fn on_close(&mut self, pid: i32, fd: i32, own: bool, emit: &mut dyn FnMut(&[u8])) {
         let Some(id) = self.conn_id(pid, fd) else {
             return;
         };
         // A vfork child shares its parent's memory and so its recorder: its closes arrive as the
         // parent's. If the parent's descriptor still names the same socket, the parent did not
-        // close it.
+        // close it. If the parent is gone by now (the collector runs behind), nobody can tell:
+        // the close is left to the parent's end, which ends all it held.
         let inode = self.conns[id].as_ref().map_or(0, |c| c.inode);
-        if inode != 0 && self.kernel.inode(pid, fd) == Some(inode) {
-            return;
+        if !own && inode != 0 {
+            match self.kernel.inode(pid, fd) {
+                Some(now) if now == inode => return,
+                None if !self.kernel.alive(pid) => return,
+                _ => {}
+            }
         }
         self.untrack(pid, fd, emit);
     }
@@ -1515,6 +1526,8 @@ mod tests {
         inodes: HashMap<(i32, i32), u64>,
         /// Route lookups: destination → source.
         routes: HashMap<IpAddr, IpAddr>,
+        /// Processes gone.
+        dead: Vec<i32>,
     }
 
     impl Kernel for Script {
@@ -1526,6 +1539,9 @@ mod tests {
         }
         fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr> {
             self.routes.get(&dst.ip()).copied()
+        }
+        fn alive(&mut self, pid: i32) -> bool {
+            !self.dead.contains(&pid)
         }
     }
 
@@ -1708,6 +1724,40 @@ mod tests {
             ],
         );
         assert_eq!(flags(&p), ["S", "S", "", ""]);
+    }
+
+    #[test]
+    fn a_close_read_after_its_process_is_gone_is_left_to_its_exit() {
+        // The collector runs behind: a vfork child's close (under the parent's pid) is read
+        // once the parent is gone, when /proc cannot tell whose it was. The parent's later
+        // send is still the stream's, and its exit ends it.
+        let k = Script {
+            dead: vec![10],
+            ..Script::default()
+        };
+        let p = run(
+            k,
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                rec(Kind::Close, 10, 3),
+                send(10, 3, b"after"),
+                rec(Kind::Exit, 10, -1),
+            ],
+        );
+        assert_eq!(flags(&p), ["S", "S", "", "", "F"]);
+    }
+
+    #[test]
+    fn a_close_the_tracer_saw_is_the_process_own() {
+        // The tracer writes the close as the call starts: the descriptor still names the
+        // socket, yet the close is this process's.
+        let mut k = Script::default();
+        k.inodes.insert((10, 3), 7);
+        let mut close = rec(Kind::Close, 10, 3);
+        close.ret = 1;
+        let p = run(k, &[socket(10, 3, 7), connect(10, 3), close]);
+        assert_eq!(flags(&p), ["S", "S", "", "F"]);
     }
 
     #[test]

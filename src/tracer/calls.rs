@@ -308,7 +308,10 @@ impl Calls<'_> {
                 if !self.fds.remove(fd) {
                     return Next::Run;
                 }
-                out(&rec(Kind::Close, r.nr, fd));
+                let mut c = rec(Kind::Close, r.nr, fd);
+                // Seen made by this very process: the collector need not ask whose it was.
+                c.ret = 1;
+                out(&c);
                 if self.events {
                     follow(pending)
                 } else {
@@ -336,6 +339,7 @@ impl Calls<'_> {
                     self.fds.remove(f);
                 }
                 let mut rr = rec(Kind::CloseRange, r.nr, -1);
+                rr.ret = 1;
                 rr.arg0 = i64::from(first);
                 rr.arg1 = i64::from(last);
                 out(&rr);
