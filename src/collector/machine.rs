@@ -25,10 +25,6 @@ pub trait Kernel {
     fn discover(&mut self, pid: i32, fd: i32) -> Option<Found>;
     /// The source address the kernel would use towards `dst`.
     fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr>;
-    /// Whether process `pid` still runs (a zombie does not).
-    fn alive(&mut self, _pid: i32) -> bool {
-        true
-    }
 }
 
 /// A socket found from outside.
@@ -718,15 +714,11 @@ impl<K: Kernel> Machine<K> {
         };
         // A vfork child shares its parent's memory and so its recorder: its closes arrive as the
         // parent's. If the parent's descriptor still names the same socket, the parent did not
-        // close it. If the parent is gone by now (the collector runs behind), nobody can tell:
-        // the close is left to the parent's end, which ends all it held.
+        // close it. (A close read once the parent is gone cannot be told apart: it is taken as
+        // the parent's.)
         let inode = self.conns[id].as_ref().map_or(0, |c| c.inode);
-        if !own && inode != 0 {
-            match self.kernel.inode(pid, fd) {
-                Some(now) if now == inode => return,
-                None if !self.kernel.alive(pid) => return,
-                _ => {}
-            }
+        if !own && inode != 0 && self.kernel.inode(pid, fd) == Some(inode) {
+            return;
         }
         self.untrack(pid, fd, emit);
     }
@@ -1526,8 +1518,6 @@ mod tests {
         inodes: HashMap<(i32, i32), u64>,
         /// Route lookups: destination → source.
         routes: HashMap<IpAddr, IpAddr>,
-        /// Processes gone.
-        dead: Vec<i32>,
     }
 
     impl Kernel for Script {
@@ -1539,9 +1529,6 @@ mod tests {
         }
         fn route_source(&mut self, dst: SocketAddr) -> Option<IpAddr> {
             self.routes.get(&dst.ip()).copied()
-        }
-        fn alive(&mut self, pid: i32) -> bool {
-            !self.dead.contains(&pid)
         }
     }
 
@@ -1724,28 +1711,6 @@ mod tests {
             ],
         );
         assert_eq!(flags(&p), ["S", "S", "", ""]);
-    }
-
-    #[test]
-    fn a_close_read_after_its_process_is_gone_is_left_to_its_exit() {
-        // The collector runs behind: a vfork child's close (under the parent's pid) is read
-        // once the parent is gone, when /proc cannot tell whose it was. The parent's later
-        // send is still the stream's, and its exit ends it.
-        let k = Script {
-            dead: vec![10],
-            ..Script::default()
-        };
-        let p = run(
-            k,
-            &[
-                socket(10, 3, 7),
-                connect(10, 3),
-                rec(Kind::Close, 10, 3),
-                send(10, 3, b"after"),
-                rec(Kind::Exit, 10, -1),
-            ],
-        );
-        assert_eq!(flags(&p), ["S", "S", "", "", "F"]);
     }
 
     #[test]

@@ -491,9 +491,12 @@ pub fn check(
         match p {
             Problem::BadFormat(line) if !strict => {
                 let implied = if cfg.pcapng { "pcapng" } else { "pcap" };
-                eprintln!("netintercept: {line}: writing {implied}, as the file name implies");
+                crate::sys::report(&format!(
+                    "{line}: writing {implied}, as the file name implies"
+                ));
             }
-            _ => eprintln!("netintercept: {}", p.line()),
+            // One write each: a program writing to the same stderr cannot split the line.
+            _ => crate::sys::report(p.line()),
         }
     }
     let refused = cfg.problems.iter().any(|p| match p {
@@ -512,7 +515,7 @@ pub fn check(
             .map(Some)
             .map_err(|msg| {
                 let line = crate::config::bad_filter_line(expr.as_bytes(), &msg);
-                eprintln!("netintercept: {line}");
+                crate::sys::report(&line);
                 Refused
             }),
     }

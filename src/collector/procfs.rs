@@ -14,10 +14,6 @@ impl Kernel for ProcFs {
         socket_inode(pid, fd)
     }
 
-    fn alive(&mut self, pid: i32) -> bool {
-        alive(pid)
-    }
-
     fn discover(&mut self, pid: i32, fd: i32) -> Option<Found> {
         let inode = socket_inode(pid, fd)?;
         for (table, stream) in [
