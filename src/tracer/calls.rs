@@ -412,7 +412,7 @@ impl Calls<'_> {
             libc::SYS_bind => {
                 let mut r = rec(Kind::Bind, nr, fd);
                 r.addr = read_addr(self.t, a[1], a[2]).1;
-                r.local = self.t.socket(fd).and_then(|s| s.local);
+                r.local = self.t.local(fd);
                 self.fds.first_local(fd);
                 out(&r);
             }
@@ -811,7 +811,7 @@ impl Calls<'_> {
                 libc::EINPROGRESS | libc::EINTR | libc::ECONNREFUSED | libc::ETIMEDOUT
             )
         {
-            r.local = self.t.socket(fd).and_then(|s| s.local);
+            r.local = self.t.local(fd);
             self.fds.first_local(fd);
         }
         out(&r);
@@ -827,7 +827,7 @@ impl Calls<'_> {
 
     fn udp_local(&mut self, fd: i32) -> Option<SocketAddr> {
         (self.fds.get(fd) == Some(Sock::Udp) && self.fds.first_local(fd))
-            .then(|| self.t.socket(fd).and_then(|s| s.local))
+            .then(|| self.t.local(fd))
             .flatten()
     }
 
@@ -858,7 +858,7 @@ impl Calls<'_> {
             && self.fds.get(fd) == Some(Sock::Tcp)
             && flags & libc::MSG_FASTOPEN != 0
         {
-            r.local = self.t.socket(fd).and_then(|s| s.local);
+            r.local = self.t.local(fd);
         }
         let data = std::mem::take(self.scratch);
         r.data = &data;
@@ -1053,6 +1053,9 @@ mod tests {
         }
         fn socket(&self, fd: i32) -> Option<SockInfo> {
             self.socks.get(&fd).copied()
+        }
+        fn local(&self, fd: i32) -> Option<SocketAddr> {
+            self.socks.get(&fd).and_then(|s| s.local)
         }
         fn file_bytes(&self, _: i32, _: i64, len: usize, out: &mut Vec<u8>) {
             out.extend(std::iter::repeat_n(b'f', len));

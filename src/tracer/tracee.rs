@@ -41,6 +41,9 @@ pub trait Tracee {
     fn read(&self, addr: u64, buf: &mut [u8]) -> usize;
     /// What socket descriptor `fd` is, asked of a momentary copy.
     fn socket(&self, fd: i32) -> Option<SockInfo>;
+    /// Only its local address (what connect, bind and a first datagram need: three system
+    /// calls where `socket` makes eight).
+    fn local(&self, fd: i32) -> Option<SocketAddr>;
     /// `len` bytes of the file behind `fd` from `offset` (sendfile's source), appended to `out`.
     fn file_bytes(&self, fd: i32, offset: i64, len: usize, out: &mut Vec<u8>);
     /// The file offset of `fd` now.
@@ -135,6 +138,10 @@ impl Tracee for Process {
             })
         })
         .flatten()
+    }
+
+    fn local(&self, fd: i32) -> Option<SocketAddr> {
+        self.with_copy(fd, crate::sys::local_addr).flatten()
     }
 
     fn file_bytes(&self, fd: i32, offset: i64, len: usize, out: &mut Vec<u8>) {
