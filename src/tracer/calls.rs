@@ -903,6 +903,8 @@ impl Calls<'_> {
         out: &mut dyn FnMut(&Record),
     ) {
         let flags = a[2] as i32;
+        // Followed for the descriptors it may carry: its bytes only on a followed socket.
+        let tracked = self.fds.get(fd).is_some();
         let accepted = ret >= 0 || errno == libc::EINPROGRESS;
         let m = if accepted {
             read_msghdr(self.t, a[1])
@@ -910,8 +912,10 @@ impl Calls<'_> {
             None
         };
         let Some(m) = m else {
-            self.scratch.clear();
-            self.send(nr, fd, ret, errno, 0, flags, None, out);
+            if tracked {
+                self.scratch.clear();
+                self.send(nr, fd, ret, errno, 0, flags, None, out);
+            }
             return;
         };
         if ret >= 0 {
@@ -922,6 +926,9 @@ impl Calls<'_> {
                 r.data = &bytes;
                 out(&r);
             }
+        }
+        if !tracked {
+            return;
         }
         self.scratch.clear();
         let iov = read_iovecs(self.t, m.iov, m.iovlen);
@@ -1371,6 +1378,10 @@ mod tests {
             Some(Sock::Tcp),
             "the received socket is followed"
         );
+        // The same message on a unix socket (fd 4, not followed): the passed socket only.
+        let u = call(&mut fds, &t, regs(libc::SYS_sendmsg, &[4, 0x1000, 0]), 13).expect("records");
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(u[0].kind, Kind::Passed);
         let s = call(&mut fds, &t, regs(libc::SYS_sendmsg, &[3, 0x1000, 0]), 13).expect("records");
         assert_eq!(s[0].kind, Kind::Passed, "a followed socket passed on");
         assert_eq!(s[0].data, 9i32.to_ne_bytes());
