@@ -109,13 +109,15 @@ int main(int argc, char **argv) {
     if (bind(s, (void *)&a, sizeof a) < 0) die("bind");
     char b[2048];
     while (recv(s, b, sizeof b, 0) != 1) {}
-  } else if (!strcmp(mode, "udp")) {
+  } else if (!strcmp(mode, "udp")) { // n datagrams of argv[5] bytes (512 if not given)
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in a = addr(port);
-    char b[512] = {0};
+    long size = argc > 5 ? atol(argv[5]) : 512;
+    char b[1500] = {0};
+    if (size < 2 || size > (long)sizeof b) return 2;
     for (long i = 0; i < n; i++) {
-      if (sendto(s, b, 512, 0, (void *)&a, sizeof a) != 512) die("sendto");
-      persist(b, 512);
+      if (sendto(s, b, size, 0, (void *)&a, sizeof a) != size) die("sendto");
+      persist(b, size);
     }
     for (int i = 0; i < 50; i++) { sendto(s, b, 1, 0, (void *)&a, sizeof a); usleep(1000); }
   } else if (!strcmp(mode, "acceptloop")) { // accept and close n connections
