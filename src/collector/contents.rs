@@ -7,8 +7,8 @@
 //! extension headers), so a short look at fixed offsets is enough; anything else is counted as a
 //! packet only.
 
+use crate::collector::fast_hash::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 
 /// Header offsets and values used here.
 mod field {

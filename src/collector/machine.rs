@@ -6,7 +6,7 @@
 //! closes it or is gone. What the records do not say (a descriptor's socket identity at this
 //! moment, a route's source address) comes from a [`Kernel`], so unit tests script it.
 
-use std::collections::{HashMap, HashSet};
+use crate::collector::fast_hash::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -188,18 +188,18 @@ impl<K: Kernel> Machine<K> {
         Machine {
             kernel,
             mode,
-            procs: HashMap::new(),
+            procs: HashMap::default(),
             conns: Vec::new(),
             free: Vec::new(),
-            by_inode: HashMap::new(),
-            ssl: HashMap::new(),
-            in_tls: HashMap::new(),
+            by_inode: HashMap::default(),
+            ssl: HashMap::default(),
+            in_tls: HashMap::default(),
             mem_bios: MemBios::default(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             key_holds: KeyHolds::default(),
             hold_for_keys: false,
-            key_loggers: HashSet::new(),
-            key_files: HashSet::new(),
+            key_loggers: HashSet::default(),
+            key_files: HashSet::default(),
             sessions: Sessions::default(),
             isn: seed,
         }

@@ -10,6 +10,7 @@
 //! unfinished frame is skipped.
 
 pub mod contents;
+mod fast_hash;
 mod key_file;
 mod key_hold;
 pub mod machine;
@@ -21,7 +22,7 @@ pub mod spawn;
 mod tcp_events;
 mod tcp_info;
 
-use std::collections::HashMap;
+use crate::collector::fast_hash::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,7 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     if outputs.keys_in_capture() {
         machine.hold_for_keys();
     }
-    let mut slots: HashMap<u32, SlotView> = HashMap::new();
+    let mut slots: HashMap<u32, SlotView> = HashMap::default();
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut ever = false;
@@ -415,7 +416,7 @@ fn reap(
     outputs: &mut Outputs,
     traced: bool,
 ) {
-    let mut newest: HashMap<i32, u64> = HashMap::new();
+    let mut newest: HashMap<i32, u64> = HashMap::default();
     // A tracer's ring and the library's TLS-only ring of the same process live side by side
     // (`--backend both`): only a library ring supersedes a library ring.
     for v in slots

@@ -14,7 +14,7 @@
 //! rules as a capture. A line comes once to each: the same secret may come from our hook and
 //! from the key log file the program writes too (`key_file`).
 
-use std::collections::{HashMap, HashSet};
+use crate::collector::fast_hash::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
@@ -142,10 +142,10 @@ impl Outputs {
             filter,
             clock_offset_ns,
             start_secs,
-            files: HashMap::new(),
-            exe: HashMap::new(),
+            files: HashMap::default(),
+            exe: HashMap::default(),
             refused: Vec::new(),
-            refused_keys: HashMap::new(),
+            refused_keys: HashMap::default(),
             stdout: pattern == "-",
             discard: false,
             keys_in_capture: false,
@@ -155,7 +155,7 @@ impl Outputs {
             keylog_path: None,
             keylog: None,
             keylog_refused: Vec::new(),
-            keys_written: HashSet::new(),
+            keys_written: HashSet::default(),
             key_files: Default::default(),
             nss_said: false,
             unhooked: Vec::new(),

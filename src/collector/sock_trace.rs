@@ -26,7 +26,7 @@
 //!
 //! Nothing here runs in the traced program: the records are the ones the packets are made from.
 
-use std::collections::HashMap;
+use crate::collector::fast_hash::HashMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
@@ -194,14 +194,14 @@ impl SockTraces {
             dir,
             clock_offset_ns,
             name_of,
-            names: HashMap::new(),
-            vectors: HashMap::new(),
-            closing: HashMap::new(),
+            names: HashMap::default(),
+            vectors: HashMap::default(),
+            closing: HashMap::default(),
             next_folder: 0,
-            procs: HashMap::new(),
+            procs: HashMap::default(),
             broken: false,
             pcaps: false,
-            mmsg_frames: HashMap::new(),
+            mmsg_frames: HashMap::default(),
         }
     }
 

@@ -21,7 +21,7 @@
 //!
 //! [`tcp_info`]: super::tcp_info
 
-use std::collections::HashMap;
+use crate::collector::fast_hash::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -228,8 +228,8 @@ impl TcpWatch {
             settings,
             every_ns: every_us.saturating_mul(1000),
             sampler: Sampler::default(),
-            socks: HashMap::new(),
-            comms: HashMap::new(),
+            socks: HashMap::default(),
+            comms: HashMap::default(),
             printer: settings.print.then_some(Printer {
                 timestamps: settings.timestamps,
                 header: false,
