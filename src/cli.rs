@@ -439,7 +439,7 @@ pub fn run(argv: impl Iterator<Item = OsString>) -> i32 {
         if let Some(line) = crate::tls::complaint() {
             eprintln!("netintercept: {line}");
         }
-        crate::collector::Until::Child(child)
+        crate::collector::Until::Child(child, region_path.clone().into())
     };
     // Like a shell waiting for a foreground job: the terminal's ^C and ^\ are for the program.
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.

@@ -362,6 +362,44 @@ fn no_follow_leaves_children_untraced() {
     assert_eq!(sent, [b"parent".to_vec()]);
 }
 
+/// The traced parent starts a child and exits at once; the child execs a traced program only
+/// 20 ms later (through a static, untraced program). The run must not end in between: the CLI
+/// sees a process of the run that has not claimed its slot yet, and waits for it. A run with no
+/// such process ends as soon as its last traced process is gone.
+#[test]
+fn a_child_that_claims_after_its_parent_exited_is_captured() {
+    let (_srv, port) = echo_server();
+    let dir = TempDir::new("late-child");
+    let late = support::build_c(
+        dir.path(),
+        "late_exec",
+        "late_exec",
+        &["-static", "-O1"],
+        &[],
+    );
+    let child = format!(
+        "import socket; s=socket.create_connection(('127.0.0.1',{port})); s.sendall(b'kid'); s.recv(10); s.close()"
+    );
+    let python = support::python_exe();
+    let script = format!(
+        "import subprocess, os\nsubprocess.Popen([{:?}, '20', {:?}, '-c', {:?}])\nos._exit(0)",
+        late.to_string_lossy(),
+        python,
+        child
+    );
+    let cap = dir.join("late.pcap");
+    let started = std::time::Instant::now();
+    support::run_ok(
+        std::process::Command::new(support::cli())
+            .args(["-w", "late.pcap", &python, "-c", &script])
+            .current_dir(dir.path()),
+        LIMIT,
+    );
+    let ours = support::check_clean(&cap);
+    let sent: Vec<_> = ours.to_port(port).iter().map(|d| d.bytes.clone()).collect();
+    assert_eq!(sent, [b"kid".to_vec()], "after {:?}", started.elapsed());
+}
+
 /// NETINTERCEPT_FOLLOW=no (bare LD_PRELOAD) leaves the child untraced as 0 does; a value that
 /// means nothing is said in one line by the CLI, and the child is traced.
 #[test]

@@ -37,15 +37,20 @@ const STUCK: Duration = Duration::from_millis(50);
 /// The shortest and longest sleep of an idle collector.
 const MIN_NAP_US: u64 = 500;
 const MAX_NAP_US: u64 = 2000;
+/// The longest wait, once the run looks over, for a process that may still claim a slot.
+const LINGER: Duration = Duration::from_millis(250);
+/// How often `/proc` is searched for such a process meanwhile.
+const UNCLAIMED_LOOK: Duration = Duration::from_millis(10);
 /// How often owners are checked for life.
 const LIVENESS: Duration = Duration::from_millis(20);
 
 /// When the run is over.
 pub enum Until {
-    /// The CLI's command: the run ends when it has exited and no traced process remains.
-    Child(std::process::Child),
+    /// The CLI's command: the run ends when it has exited and no traced process remains. With
+    /// the region's path, as the traced processes find it in their environment.
+    Child(std::process::Child, std::ffi::OsString),
     /// A detached collector: when no traced process remains (after at least one appeared).
-    LastProcess,
+    LastProcess(std::ffi::OsString),
     /// The system-call tracer's command ([`crate::tracer`]): the run ends when the tracer has
     /// reported the command's exit and no traced process remains. The tracer, not the kernel's
     /// view of a pid, says when a process is gone (it ends each process's records with Exit).
@@ -129,11 +134,12 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut ever = false;
-    let (mut child, traced) = match until {
-        Until::Child(c) => (Some(c), None),
-        Until::LastProcess => (None, None),
-        Until::Traced(rx) => (None, Some(rx)),
+    let (mut child, traced, ring_path) = match until {
+        Until::Child(c, path) => (Some(c), None, Some(path)),
+        Until::LastProcess(path) => (None, None, Some(path)),
+        Until::Traced(rx) => (None, Some(rx), None),
     };
+    let mut unclaimed = Unclaimed::default();
     let mut status = None;
     let started = Instant::now();
     // Idle, the collector sleeps at least half a millisecond: waking every few microseconds
@@ -194,10 +200,14 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
                 (None, None) => ever || started.elapsed() > Duration::from_secs(10),
             };
         if over {
-            // A fork child may not have claimed its slot yet when its parent is gone: wait a
-            // moment before ending the run.
+            // A child a traced process started may not have claimed its slot yet when its
+            // parent is gone (a fork child claims as it returns from fork; an exec'd image as
+            // the library loads): wait for it a moment before ending the run. Only if there
+            // is one: a process that carries this run's region in its environment.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_millis(100) {
+            if since.elapsed() > LINGER
+                || !unclaimed.may_remain(ring_path.as_deref(), since.elapsed())
+            {
                 break;
             }
         } else {
@@ -216,6 +226,31 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     Ended {
         status,
         report: outputs.close(),
+    }
+}
+
+/// Whether a process that may still claim a slot exists, looked up in `/proc` at most every
+/// [`UNCLAIMED_LOOK`].
+#[derive(Default)]
+struct Unclaimed {
+    /// When the run looked over at the last look (the time since `since` then), and its answer.
+    last: Option<(Duration, bool)>,
+}
+
+impl Unclaimed {
+    fn may_remain(&mut self, ring_path: Option<&std::ffi::OsStr>, looking_for: Duration) -> bool {
+        let Some(path) = ring_path else {
+            // The tracer's runs: it creates a process's ring before the process runs.
+            return false;
+        };
+        match self.last {
+            Some((at, answer)) if looking_for < at + UNCLAIMED_LOOK => answer,
+            _ => {
+                let answer = procfs::may_claim(crate::recorder::RING_VAR, path);
+                self.last = Some((looking_for, answer));
+                answer
+            }
+        }
     }
 }
 
@@ -592,7 +627,12 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
     if let Some(line) = crate::tls::complaint() {
         eprintln!("netintercept: {line}");
     }
-    run(region, outputs, crate::tls::mode(), Until::LastProcess);
+    run(
+        region,
+        outputs,
+        crate::tls::mode(),
+        Until::LastProcess(region_path.as_os_str().to_owned()),
+    );
     let _ = std::fs::remove_file(region_path);
     0
 }

@@ -182,8 +182,126 @@ pub fn command_line(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a process other than this one may still claim a slot of the run whose processes
+/// carry `name=value` in their environment: one that has it (as `/proc` shows it: the block its
+/// image started with), or one just started that shows no environment at all (a child in the
+/// middle of its exec: `posix_spawn` lets the parent go on before the kernel has set up the new
+/// image's environment). Processes of other users, and those that made themselves undumpable,
+/// cannot be read and do not count.
+pub fn may_claim(name: &str, value: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+    entry.extend_from_slice(name.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    let me = std::process::id();
+    let now = uptime_ticks();
+    // One buffer for every process, read in large pieces (the kernel gives a page per read).
+    let mut env = Vec::with_capacity(64 << 10);
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .any(|pid| {
+            env.clear();
+            let read = std::fs::File::open(format!("/proc/{pid}/environ"))
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut env));
+            match read {
+                Ok(0) => now.is_some_and(|now| just_started(pid, now)),
+                Ok(_) => env_has(&env, &entry),
+                Err(_) => false,
+            }
+        })
+}
+
+/// Clock ticks since boot (the unit of a process's start time in `/proc/PID/stat`).
+fn uptime_ticks() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then_some((secs * hz as f64) as u64)
+}
+
+/// A user process (not a kernel thread, not a zombie) started less than 2 s ago.
+fn just_started(pid: u32, now_ticks: u64) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command name (which may hold spaces and parentheses): state is the
+    // first, flags the 7th, the start time the 20th.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return false;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(state), Some(flags), Some(start)) = (
+        f.first(),
+        f.get(6).and_then(|v| v.parse::<u64>().ok()),
+        f.get(19).and_then(|v| v.parse::<u64>().ok()),
+    ) else {
+        return false;
+    };
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    *state != "Z" && flags & PF_KTHREAD == 0 && now_ticks.saturating_sub(start) < 2 * hz
+}
+
+/// Whether the NUL-separated block `env` holds the entry `name=value`, whole.
+fn env_has(env: &[u8], entry: &[u8]) -> bool {
+    env.split(|&b| b == 0).any(|e| e == entry)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_environment_entry_matches_only_whole() {
+        let env = b"A=1\0NETINTERCEPT_RING=/dev/shm/r-1\0B=2\0";
+        assert!(super::env_has(env, b"NETINTERCEPT_RING=/dev/shm/r-1"));
+        assert!(!super::env_has(env, b"NETINTERCEPT_RING=/dev/shm/r-"));
+        assert!(!super::env_has(env, b"RING=/dev/shm/r-1"));
+        assert!(!super::env_has(b"", b"A=1"));
+    }
+
+    #[test]
+    fn a_child_with_the_variable_is_found_and_one_without_is_not() {
+        let value = format!("/dev/shm/netintercept-test-{}", std::process::id());
+        let name = "NI_TEST_CARRIES_RING";
+        assert!(!super::may_claim(name, value.as_ref()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .env(name, &value)
+            .spawn()
+            .expect("sleep");
+        let found = super::may_claim(name, value.as_ref());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found);
+        assert!(!super::may_claim(name, value.as_ref()));
+    }
+
+    #[test]
+    fn a_young_process_without_environment_may_claim_an_old_one_not() {
+        let now = super::uptime_ticks().expect("uptime");
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .env_clear()
+            .spawn()
+            .expect("sleep");
+        let young = super::just_started(child.id(), now + 1);
+        let later = super::just_started(child.id(), now + 10_000);
+        let _ = child.kill();
+        let _ = child.wait();
+        let reaped = super::just_started(child.id(), now);
+        assert!(young);
+        assert!(!later);
+        assert!(!reaped);
+        // Kernel threads show no environment either (kthreadd is pid 2).
+        assert!(!super::just_started(2, now));
+    }
+
     use super::*;
 
     #[test]
