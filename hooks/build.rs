@@ -32,7 +32,10 @@ fn link_unwinder_statically() {
     let Ok(out) = out else { return };
     let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     // A bare name back means the compiler has no such archive: keep the shared unwinder.
-    let Some(dir) = path.parent().filter(|d| path.is_file() && !d.as_os_str().is_empty()) else {
+    let Some(dir) = path
+        .parent()
+        .filter(|d| path.is_file() && !d.as_os_str().is_empty())
+    else {
         return;
     };
     println!("cargo:rustc-link-search=native={}", dir.display());
