@@ -35,10 +35,13 @@ pub fn init() {
     // A panic in a hook is caught; its message must never reach the program's stderr.
     std::panic::set_hook(Box::new(|_| {}));
     // A value that means nothing is said by the collector; here the default holds.
+    // Read in place, like every variable here: the constructor allocates nothing.
+    use std::os::unix::ffi::OsStrExt;
     let follow =
-        crate::config::follow(std::env::var_os("NETINTERCEPT_FOLLOW").as_deref()).unwrap_or(true);
+        sys::env(c"NETINTERCEPT_FOLLOW").map(|v| std::ffi::OsStr::from_bytes(v.to_bytes()));
+    let follow = crate::config::follow(follow).unwrap_or(true);
     recorder::FOLLOW.store(follow, Ordering::Relaxed);
-    let events = std::env::var_os("NETINTERCEPT_EVENTS").is_some_and(|d| !d.is_empty());
+    let events = sys::env(c"NETINTERCEPT_EVENTS").is_some_and(|d| !d.is_empty());
     recorder::EVENTS.store(events, Ordering::Relaxed);
     if !follow {
         stop_following();

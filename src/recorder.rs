@@ -17,14 +17,17 @@ use crate::sys;
 
 /// The variable naming the run's shared region (set by the CLI or by the first traced process).
 pub const RING_VAR: &str = "NETINTERCEPT_RING";
+const RING_VAR_C: &std::ffi::CStr = c"NETINTERCEPT_RING";
 /// Set by the first process of an LD_PRELOAD run to its pid: that process (in every image it
 /// execs) waits at exit until the collector has written everything, because its exit is what
 /// the user waits for. Other processes never wait: their records outlive them in the ring, and
 /// under the CLI the CLI itself waits for the collector.
 pub const ROOT_VAR: &str = "NETINTERCEPT_ROOT";
+const ROOT_VAR_C: &std::ffi::CStr = c"NETINTERCEPT_ROOT";
 /// Set by the CLI for `--backend both`: the system-call tracer records every socket call of
 /// this process, so the library records only what the tracer cannot see, TLS.
 pub const TRACED_VAR: &str = "NETINTERCEPT_TRACED";
+const TRACED_VAR_C: &std::ffi::CStr = c"NETINTERCEPT_TRACED";
 /// Only TLS records are written (see [`TRACED_VAR`]): no descriptor is ever marked a socket, so
 /// every socket hook takes its one-load path, and no other kind leaves the process.
 static TLS_ONLY: AtomicBool = AtomicBool::new(false);
@@ -353,7 +356,10 @@ fn collector_gone(region: Region) -> bool {
 /// a collector when this is the first traced process), claim a slot, and report the sockets
 /// this process image already holds. Returns a line to print when tracing is impossible.
 pub fn init() -> Result<(), String> {
-    let path = match std::env::var_os(RING_VAR) {
+    // The environment is read in place (`sys::env`): nothing here allocates, so a program that
+    // never calls malloc (`/bin/true`) does not get a heap set up by us at every exec.
+    let detached;
+    let path: &std::ffi::CStr = match sys::env(RING_VAR_C) {
         Some(p) => p,
         None => {
             let p = crate::collector::spawn::start_detached()?;
@@ -362,20 +368,22 @@ pub fn init() -> Result<(), String> {
                 ROOT_VAR,
                 proc_self_pid().unwrap_or(sys::getpid()).to_string(),
             );
-            p.into()
+            use std::os::unix::ffi::OsStrExt;
+            detached = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| "bad path")?;
+            &detached
         }
     };
 
-    TLS_ONLY.store(std::env::var_os(TRACED_VAR).is_some(), Relaxed);
-    let (base, len) = crate::collector::spawn::map_region_file(std::path::Path::new(&path))?;
+    TLS_ONLY.store(sys::env(TRACED_VAR_C).is_some(), Relaxed);
+    let (base, len) = crate::collector::spawn::map_region_file(path)?;
     BASE.store(base, Release);
     LEN.store(len, Relaxed);
     let ns_pid = sys::getpid();
     let global = proc_self_pid();
     let pid = global.unwrap_or(ns_pid);
     OWN_PID_NS.store(global != Some(ns_pid), Relaxed);
-    let root = std::env::var(ROOT_VAR)
-        .ok()
+    let root = sys::env(ROOT_VAR_C)
+        .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok());
     ROOT.store(root == Some(pid), Relaxed);
     claim(pid, ns_pid)?;
@@ -476,19 +484,40 @@ fn announce_key_log_file() {
     emit(&r, bytes.len(), &bytes);
 }
 
-/// Every internet socket open at load (inherited over exec or from an untraced parent).
+/// Every internet socket open at load (inherited over exec or from an untraced parent). The
+/// directory is read with raw `getdents64` into a buffer on the stack: std's `read_dir` would
+/// allocate (the program's first `malloc`, its heap and glibc's `getrandom` for it).
 fn scan_inherited() {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let Ok(dir) = sys::open(c"/proc/self/fd", flags, 0) else {
         return;
     };
-    let fds: Vec<i32> = dir
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        set_kind(fd, kind::OTHER);
-        probe(fd);
+    let mut buf = [0u64; 512];
+    while let Ok(n @ 1..) = sys::getdents64(dir, &mut buf) {
+        // SAFETY: viewing the initialised prefix of a u64 array as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        for fd in descriptor_numbers(bytes).filter(|&fd| fd != dir) {
+            set_kind(fd, kind::OTHER);
+            probe(fd);
+        }
     }
+    sys::close(dir);
+}
+
+/// The descriptor numbers named by `linux_dirent64` records (`.` and `..` are skipped).
+fn descriptor_numbers(mut bytes: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+    const NAME: usize = 19;
+    std::iter::from_fn(move || loop {
+        let len = usize::from(u16::from_ne_bytes([*bytes.get(16)?, *bytes.get(17)?]));
+        let record = bytes.get(..len).filter(|_| len > NAME)?;
+        bytes = &bytes[len..];
+        let name = &record[NAME..];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        if let Some(fd) = std::str::from_utf8(name).ok().and_then(|n| n.parse().ok()) {
+            return Some(fd);
+        }
+    })
 }
 
 /// Look at a descriptor this process did not create through a hook (inherited, or received in
@@ -617,5 +646,46 @@ pub fn leaving() {
         if !wait_for_room(attempt) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `linux_dirent64` record as the kernel lays it out (8-byte aligned length).
+    fn dirent(name: &str) -> Vec<u8> {
+        let len = (19 + name.len() + 1).next_multiple_of(8);
+        let mut r = vec![0u8; len];
+        r[16..18].copy_from_slice(&(len as u16).to_ne_bytes());
+        r[18] = libc::DT_LNK;
+        r[19..19 + name.len()].copy_from_slice(name.as_bytes());
+        r
+    }
+
+    #[test]
+    fn descriptor_numbers_of_proc_self_fd() {
+        let bytes: Vec<u8> = [".", "..", "0", "1", "2", "10", "65535", "1048575"]
+            .iter()
+            .flat_map(|n| dirent(n))
+            .collect();
+        let fds: Vec<i32> = descriptor_numbers(&bytes).collect();
+        assert_eq!(fds, [0, 1, 2, 10, 65535, 1048575]);
+    }
+
+    #[test]
+    fn descriptor_numbers_stop_at_a_short_record() {
+        let mut bytes = dirent("7");
+        bytes.extend_from_slice(&dirent("8")[..12]);
+        assert_eq!(descriptor_numbers(&bytes).collect::<Vec<_>>(), [7]);
+        // A zero length never loops.
+        assert_eq!(descriptor_numbers(&[0u8; 24]).count(), 0);
+    }
+
+    #[test]
+    fn variable_names_agree() {
+        assert_eq!(RING_VAR_C.to_str(), Ok(RING_VAR));
+        assert_eq!(ROOT_VAR_C.to_str(), Ok(ROOT_VAR));
+        assert_eq!(TRACED_VAR_C.to_str(), Ok(TRACED_VAR));
     }
 }

@@ -59,6 +59,32 @@ pub fn open(path: &CStr, flags: i32, mode: u32) -> Result<i32, i32> {
     cvt(r).map(|fd| fd as i32)
 }
 
+/// Directory entries of the open directory `fd`, into `buf` (an 8-byte aligned buffer, so that
+/// the kernel's `linux_dirent64` records are aligned). Returns the bytes filled; 0 at the end.
+///
+/// # References
+/// getdents64(2)
+pub fn getdents64(fd: i32, buf: &mut [u64]) -> Result<usize, i32> {
+    let bytes = std::mem::size_of_val(buf);
+    // SAFETY: `buf` is writable for `bytes` bytes.
+    let r = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), bytes) };
+    cvt(r).map(|n| n as usize)
+}
+
+/// The value of environment variable `name`, read in place: no copy, so no allocation (the
+/// library's constructor must not be the program's first `malloc`). Valid until the
+/// environment is changed; callers use it at once.
+pub fn env(name: &CStr) -> Option<&'static CStr> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string in the
+    // environment block.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated (see above).
+    Some(unsafe { CStr::from_ptr(p) })
+}
+
 /// Close `fd`, ignoring the result (there is nothing to do about a failed close of our file).
 ///
 /// # References

@@ -12,6 +12,7 @@ mod events;
 pub mod exactness;
 mod filter;
 pub mod isolation;
+mod startup;
 mod stdio_syscall;
 mod tcp_events;
 mod tls;

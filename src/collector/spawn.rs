@@ -1,7 +1,7 @@
 //! Creating a run's shared region, and starting a detached collector for a program traced with
 //! plain `LD_PRELOAD` (the CLI is its own collector).
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -60,9 +60,8 @@ pub fn create_region() -> Result<(PathBuf, Region), String> {
 
 /// Map an existing region file, shared, whole; its descriptor is closed at once. Returns the
 /// mapping's address and length (the recorder keeps them; the collector attaches).
-pub fn map_region_file(path: &Path) -> Result<(*mut u8, usize), String> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "bad region path")?;
-    let fd = sys::open(&c, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0)
+pub fn map_region_file(path: &CStr) -> Result<(*mut u8, usize), String> {
+    let fd = sys::open(path, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0)
         .map_err(|e| format!("cannot open the run's region: {}", sys::strerror(e)))?;
     let len = sys::fstat(fd).map(|st| st.st_size as usize).unwrap_or(0);
     let mapped = (len > 0).then(|| map_shared(fd, len)).flatten();
@@ -77,7 +76,8 @@ pub fn map_region_file(path: &Path) -> Result<(*mut u8, usize), String> {
 
 /// Map an existing region file (the collector side).
 pub fn map_region(path: &Path) -> Result<Region, String> {
-    let (base, len) = map_region_file(path)?;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "bad region path")?;
+    let (base, len) = map_region_file(&c)?;
     // SAFETY: `map_region_file` mapped `len` bytes at `base` and checked the layout; the
     // mapping is never unmapped.
     unsafe { Region::attach(base, len) }.ok_or_else(|| "not a netintercept region".into())
