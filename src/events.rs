@@ -134,7 +134,19 @@ pub fn on_shutdown(fd: i32, how: i32) {
 /// `close(fd)` is about to run. The number keeps its kind: a vfork child's close must not
 /// change what its parent's hooks believe (the collector checks whose close it was).
 pub fn on_close(fd: i32) {
-    emit(&rec(Kind::Close, fd));
+    let mut r = rec(Kind::Close, fd);
+    r.ret = close_maker();
+    emit(&r);
+}
+
+/// Who makes a close, for the collector: [`record::CLOSE_BY_VFORK_CHILD`] or 0 (the process
+/// itself, as far as the library knows).
+fn close_maker() -> i64 {
+    if recorder::vfork_child() {
+        crate::record::CLOSE_BY_VFORK_CHILD
+    } else {
+        0
+    }
 }
 
 /// `close(fd)` returned `ret` (with `errno`): for the event trace only, after [`on_close`].
@@ -148,6 +160,7 @@ pub fn on_closed(fd: i32, ret: i32, errno: i32) {
 /// `close_range(first, last)` or `closefrom(first)` is about to close every descriptor in range.
 pub fn on_close_range(first: u32, last: u32) {
     let mut r = rec(Kind::CloseRange, -1);
+    r.ret = close_maker();
     r.arg0 = first as i64;
     r.arg1 = last as i64;
     emit(&r);

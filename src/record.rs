@@ -49,8 +49,10 @@ pub enum Kind {
     Accept = 14,
     /// `shutdown(fd, arg0)` succeeded.
     Shutdown = 15,
-    /// `close(fd)` is about to run. `ret` is 1 when the system-call tracer saw this very
-    /// process make it (the library cannot tell a vfork child's closes from its parent's).
+    /// `close(fd)` is about to run. `ret` is [`CLOSE_OWN`] when the system-call tracer saw this
+    /// very process make it, [`CLOSE_BY_VFORK_CHILD`] when the library's `vfork` hook knows a
+    /// vfork child made it (under its parent's pid: the child shares its parent's memory), 0
+    /// when the library cannot tell (the collector then asks `/proc`).
     Close = 16,
     /// Descriptors `arg0..=arg1` are about to be closed (close_range, closefrom); `ret` as for
     /// Close.
@@ -529,6 +531,11 @@ pub fn is_nss_call(id: u16) -> bool {
 
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 104;
+
+/// A Close or CloseRange record's `ret`: the tracer saw this very process make the call.
+pub const CLOSE_OWN: i64 = 1;
+/// A Close or CloseRange record's `ret`: a vfork child made the call, under its parent's pid.
+pub const CLOSE_BY_VFORK_CHILD: i64 = 2;
 
 mod field {
     use super::Field;

@@ -144,6 +144,21 @@ thread_local! {
     static LAST_TS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+thread_local! {
+    /// This thread is a vfork child: it runs on its parent's memory (this very thread-local
+    /// included) until it execs or exits. Set and cleared by the `vfork` hook.
+    static VFORK_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs a vfork child (see the `vfork` hook).
+pub fn vfork_child() -> bool {
+    VFORK_CHILD.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+pub fn set_vfork_child(child: bool) {
+    let _ = VFORK_CHILD.try_with(|c| c.set(child));
+}
+
 /// Restrictions the kernel placed on a thread, seen by the `prctl` hook.
 pub mod limit {
     /// The time-stamp counter faults (`PR_SET_TSC`, or seccomp strict mode), so the vDSO clock

@@ -139,6 +139,8 @@ mod openssl_keylog;
 mod stdio;
 #[cfg(target_arch = "x86_64")]
 mod syscall;
+#[cfg(target_arch = "x86_64")]
+mod vfork;
 
 // ---- constructor ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ use synth::{Side, TcpStream};
 
 use super::key_hold::{self, Awaited, KeyHolds, Sessions};
 use super::mem_bio::{Held, MemBios};
-use crate::record::{Kind, Record};
+use crate::record::{self, Kind, Record};
 use crate::tls::Mode;
 
 /// What the collector asks the kernel, from outside the traced processes.
@@ -385,7 +385,9 @@ impl<K: Kernel> Machine<K> {
                     }
                 }
             }
-            Kind::Close => self.on_close(pid, fd, r.ret == 1, &mut emit),
+            // A vfork child's closes end nothing of its parent's.
+            Kind::Close | Kind::CloseRange if r.ret == record::CLOSE_BY_VFORK_CHILD => {}
+            Kind::Close => self.on_close(pid, fd, r.ret == record::CLOSE_OWN, &mut emit),
             Kind::CloseRange => {
                 let (first, last) = (r.arg0, r.arg1);
                 let mut doomed: Vec<i32> = self
@@ -401,7 +403,7 @@ impl<K: Kernel> Machine<K> {
                     .unwrap_or_default();
                 doomed.sort_unstable();
                 for f in doomed {
-                    self.on_close(pid, f, r.ret == 1, &mut emit);
+                    self.on_close(pid, f, r.ret == record::CLOSE_OWN, &mut emit);
                 }
             }
             Kind::Dup => self.on_dup(pid, fd, r.ret as i32, &mut emit),
@@ -1711,6 +1713,34 @@ mod tests {
             ],
         );
         assert_eq!(flags(&p), ["S", "S", "", ""]);
+    }
+
+    #[test]
+    fn a_close_a_vfork_child_made_is_ignored_even_where_proc_cannot_tell() {
+        // The parent is gone when the close is read (no inode to compare): the library's mark
+        // alone says it was the child's.
+        let mut close = rec(Kind::Close, 10, 3);
+        close.ret = record::CLOSE_BY_VFORK_CHILD;
+        let mut range = rec(Kind::CloseRange, 10, -1);
+        range.ret = record::CLOSE_BY_VFORK_CHILD;
+        (range.arg0, range.arg1) = (3, i64::from(u32::MAX));
+        let p = run(
+            Script::default(),
+            &[
+                socket(10, 3, 7),
+                connect(10, 3),
+                close,
+                range,
+                send(10, 3, b"still"),
+            ],
+        );
+        assert_eq!(flags(&p), ["S", "S", "", ""]);
+        // Unmarked, the same close ends the connection.
+        let p = run(
+            Script::default(),
+            &[socket(10, 3, 7), connect(10, 3), rec(Kind::Close, 10, 3)],
+        );
+        assert_eq!(flags(&p), ["S", "S", "", "F"]);
     }
 
     #[test]

@@ -310,7 +310,7 @@ impl Calls<'_> {
                 }
                 let mut c = rec(Kind::Close, r.nr, fd);
                 // Seen made by this very process: the collector need not ask whose it was.
-                c.ret = 1;
+                c.ret = crate::record::CLOSE_OWN;
                 out(&c);
                 if self.events {
                     follow(pending)
@@ -339,7 +339,7 @@ impl Calls<'_> {
                     self.fds.remove(f);
                 }
                 let mut rr = rec(Kind::CloseRange, r.nr, -1);
-                rr.ret = 1;
+                rr.ret = crate::record::CLOSE_OWN;
                 rr.arg0 = i64::from(first);
                 rr.arg1 = i64::from(last);
                 out(&rr);
