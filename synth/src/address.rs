@@ -15,6 +15,8 @@ const HOP_LIMIT: u8 = 64;
 const MAX_LENGTH_FIELD: usize = u16::MAX as usize;
 const IPV4_HEADER_LEN: usize = Ipv4Header::MIN_LEN;
 const TCP_HEADER_LEN: usize = etherparse::TcpHeader::MIN_LEN;
+/// A TCP header with the most options its 4-bit data offset allows.
+const MAX_TCP_HEADER_LEN: usize = 60;
 const UDP_HEADER_LEN: usize = etherparse::UdpHeader::LEN;
 
 /// Largest TCP payload of one IPv4 packet with an option-less TCP header.
@@ -112,26 +114,26 @@ impl Endpoints {
         let Some(l4_len) = self.l4_len(header_len + payload.len()) else {
             return false;
         };
-        out.reserve(Ipv6Header::LEN + header_len + payload.len());
-        self.write_ip(from_a, IpNumber::TCP, l4_len, out);
-        let start = out.len();
-        out.extend_from_slice(&tcp.source_port.to_be_bytes());
-        out.extend_from_slice(&tcp.destination_port.to_be_bytes());
-        out.extend_from_slice(&tcp.sequence_number.to_be_bytes());
-        out.extend_from_slice(&tcp.acknowledgment_number.to_be_bytes());
-        out.push(((header_len / 4) as u8) << 4 | u8::from(tcp.ns));
-        out.push(tcp_flags(tcp));
-        out.extend_from_slice(&tcp.window_size.to_be_bytes());
-        out.extend_from_slice(&[0, 0]); // checksum, filled in below
-        out.extend_from_slice(&tcp.urgent_pointer.to_be_bytes());
-        out.extend_from_slice(options);
+        // Built on the stack and appended at once: one capacity check per packet, not per field.
+        let mut h = [0u8; MAX_TCP_HEADER_LEN];
+        h[0..2].copy_from_slice(&tcp.source_port.to_be_bytes());
+        h[2..4].copy_from_slice(&tcp.destination_port.to_be_bytes());
+        h[4..8].copy_from_slice(&tcp.sequence_number.to_be_bytes());
+        h[8..12].copy_from_slice(&tcp.acknowledgment_number.to_be_bytes());
+        h[12] = ((header_len / 4) as u8) << 4 | u8::from(tcp.ns);
+        h[13] = tcp_flags(tcp);
+        h[14..16].copy_from_slice(&tcp.window_size.to_be_bytes());
+        h[18..20].copy_from_slice(&tcp.urgent_pointer.to_be_bytes());
+        h[TCP_HEADER_LEN..header_len].copy_from_slice(options);
         let checksum = self
             .pseudo_header(IpNumber::TCP, l4_len)
-            .add_bytes(&out[start..])
+            .add_bytes(&h[..header_len])
             .add_bytes(payload)
             .finish();
-        out[start + field::TCP_CHECKSUM..start + field::TCP_CHECKSUM + 2]
-            .copy_from_slice(&checksum.to_be_bytes());
+        h[field::TCP_CHECKSUM..field::TCP_CHECKSUM + 2].copy_from_slice(&checksum.to_be_bytes());
+        out.reserve(Ipv6Header::LEN + header_len + payload.len());
+        self.write_ip(from_a, IpNumber::TCP, l4_len, out);
+        out.extend_from_slice(&h[..header_len]);
         out.extend_from_slice(payload);
         true
     }
@@ -211,12 +213,14 @@ impl Endpoints {
                 out.extend_from_slice(&ip);
             }
             IpPair::V6(src, dst) => {
-                // Traffic class 0 and flow label 0.
-                out.extend_from_slice(&[0x60, 0, 0, 0]);
-                out.extend_from_slice(&l4_len.to_be_bytes());
-                out.extend_from_slice(&[proto.0, HOP_LIMIT]);
-                out.extend_from_slice(&src);
-                out.extend_from_slice(&dst);
+                let mut ip = [0u8; Ipv6Header::LEN];
+                ip[0] = 0x60; // version 6, traffic class 0, flow label 0
+                ip[4..6].copy_from_slice(&l4_len.to_be_bytes());
+                ip[6] = proto.0;
+                ip[7] = HOP_LIMIT;
+                ip[8..24].copy_from_slice(&src);
+                ip[24..40].copy_from_slice(&dst);
+                out.extend_from_slice(&ip);
             }
         }
     }
