@@ -49,6 +49,53 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
+/// Write all of `parts`, in order, with as few `writev` calls as the kernel allows, retrying
+/// partial writes and EINTR. At most [`MAX_PARTS`] parts.
+///
+/// # References
+/// writev(2)
+pub fn writev_all(fd: i32, parts: &[&[u8]]) -> Result<(), i32> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_PARTS];
+    let mut count = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()).take(MAX_PARTS) {
+        iov[count] = libc::iovec {
+            iov_base: part.as_ptr() as *mut libc::c_void,
+            iov_len: part.len(),
+        };
+        count += 1;
+    }
+    let mut first = 0;
+    while first < count {
+        // SAFETY: each of the `count - first` iovecs describes (the rest of) a live slice
+        // borrowed for this call; writev only reads them.
+        let r =
+            unsafe { libc::syscall(libc::SYS_writev, fd, iov[first..].as_ptr(), count - first) };
+        let mut n = match cvt(r) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => n as usize,
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        // Skip what was written: whole parts, then the start of the next.
+        while first < count && n >= iov[first].iov_len {
+            n -= iov[first].iov_len;
+            first += 1;
+        }
+        if first < count {
+            // SAFETY: `n` is less than this part's length, so the pointer stays inside it.
+            iov[first].iov_base = unsafe { (iov[first].iov_base as *mut u8).add(n) }.cast();
+            iov[first].iov_len -= n;
+        }
+    }
+    Ok(())
+}
+
+/// The most parts [`writev_all`] takes.
+pub const MAX_PARTS: usize = 4;
+
 /// Open `path` with `flags` and `mode`.
 ///
 /// # References

@@ -29,7 +29,11 @@ use crate::quoted::{quoted, PATH_CHARS};
 use crate::record::call_name;
 use crate::sys;
 
-const HIGH_WATER: usize = 1 << 20;
+/// Buffered bytes past which a capture's buffer is written out. 512 KiB fits this machine's L2
+/// cache (per core): the bytes are still there when the kernel copies them, and 4 MiB writes
+/// measured 2–4x slower than 512 KiB ones.
+const HIGH_WATER: usize = 512 << 10;
+
 /// Key lines kept for captures not open yet (about 5,000 connections' worth).
 const MAX_PENDING_KEYS: usize = 1 << 20;
 
@@ -348,16 +352,27 @@ impl Outputs {
             lose(&mut self.refused, file.path.clone(), 1);
             return;
         }
-        match &comment {
-            Some(c) => synth::pcapng_record(ts, bytes, c, &mut file.buf),
-            None => synth::pcap_record(ts, bytes, &mut file.buf),
-        }
         file.packets += 1;
         if self.traces.is_some() {
             self.frames.push(file.packets);
         }
         file.packets_buffered += 1;
         file.contents.add(bytes);
+        match &comment {
+            Some(c) => synth::pcapng_record(ts, bytes, c, &mut file.buf),
+            // A packet that brings the buffer to the high-water mark goes to the file from where
+            // it is, after the buffer, in the same `writev` (no copy of its bytes). Only then:
+            // a `writev` for every 64 KiB packet measured slower (64 MiB bulk: a third more
+            // system time in 1,026 writes than in 67, more than the copies it saved).
+            None if file.buf.len() + synth::RECORD_HEADER_LEN + bytes.len() >= HIGH_WATER => {
+                // As `pcap_record`, nothing for a record the format cannot hold.
+                if let Some(header) = synth::pcap_record_header(ts, bytes.len()) {
+                    file.write_out_with(&mut self.refused, &[&header, bytes]);
+                }
+                return;
+            }
+            None => synth::pcap_record(ts, bytes, &mut file.buf),
+        }
         if file.buf.len() >= HIGH_WATER {
             file.write_out(&mut self.refused);
         }
@@ -657,10 +672,23 @@ fn lose(refused: &mut Vec<(OsString, u64)>, path: OsString, packets: u64) {
 
 impl File {
     fn write_out(&mut self, refused: &mut Vec<(OsString, u64)>) {
-        if self.buf.is_empty() || self.broken {
+        if self.buf.is_empty() {
             return;
         }
-        if let Err(e) = sys::write_all(self.fd, &self.buf) {
+        self.write_out_with(refused, &[]);
+    }
+
+    /// Write the buffer, then `tail` (the rest of the last packet's record), with one `writev`.
+    fn write_out_with(&mut self, refused: &mut Vec<(OsString, u64)>, tail: &[&[u8]]) {
+        if self.broken {
+            return;
+        }
+        let mut parts: [&[u8]; sys::MAX_PARTS] = [&[]; sys::MAX_PARTS];
+        parts[0] = &self.buf;
+        let count = 1 + tail.len().min(sys::MAX_PARTS - 1);
+        parts[1..count].copy_from_slice(&tail[..count - 1]);
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = sys::writev_all(self.fd, &parts[..count]) {
             // Cut a partial record off, so what is in the file stays readable (a device has no
             // length to cut back).
             if !self.device {
@@ -679,7 +707,7 @@ impl File {
             self.buf = Vec::new();
             return;
         }
-        self.written += self.buf.len() as u64;
+        self.written += len as u64;
         self.packets_buffered = 0;
         self.buf.clear();
     }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod checksum;
 mod pcap_format;
 mod pcapng_format;
 mod seq_number;
@@ -25,7 +26,7 @@ pub use address::{
     normalise, MAX_PACKET_LEN, MAX_TCP_PAYLOAD_V4, MAX_TCP_PAYLOAD_V6, MAX_UDP_PAYLOAD_V4,
     MAX_UDP_PAYLOAD_V6,
 };
-pub use pcap_format::{pcap_header, pcap_record, SNAPLEN};
+pub use pcap_format::{pcap_header, pcap_record, pcap_record_header, RECORD_HEADER_LEN, SNAPLEN};
 pub use pcapng_format::{pcapng_header, pcapng_record, pcapng_secrets, SectionInfo};
 pub use tcp_stream::{Side, TcpStream};
 pub use udp_datagram::udp_datagram;

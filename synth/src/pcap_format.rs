@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use byteorder_slice::LittleEndian;
-use pcap_file::pcap::{PcapHeader, PcapPacket};
+use pcap_file::pcap::PcapHeader;
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 use crate::address::MAX_PACKET_LEN;
@@ -39,21 +38,35 @@ pub fn pcap_header() -> Vec<u8> {
 
 /// Append one pcap record (header and packet) stamped `ts` since the Unix epoch to `out`.
 ///
-/// Appends nothing if pcap-file refuses the record: a timestamp past 2106 (seconds overflow
+/// Appends nothing for a record the format cannot hold: a timestamp past 2106 (seconds overflow
 /// 32 bits) or a packet longer than [`SNAPLEN`], neither of which this crate produces.
 pub fn pcap_record(ts: Duration, packet: &[u8], out: &mut Vec<u8>) {
-    let Ok(orig_len) = u32::try_from(packet.len()) else {
-        return;
-    };
-    let record = PcapPacket::new(ts, orig_len, packet);
-    let start = out.len();
-    if record
-        .write_to::<_, LittleEndian>(out, RESOLUTION, SNAPLEN)
-        .is_err()
-    {
-        out.truncate(start);
+    if let Some(header) = pcap_record_header(ts, packet.len()) {
+        out.reserve(header.len() + packet.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(packet);
     }
 }
+
+/// The 16-byte header of a pcap record of a `len`-byte packet stamped `ts`, for a caller that
+/// writes the packet's bytes from where they are; None where [`pcap_record`] appends nothing.
+///
+/// Written directly rather than through pcap-file's `PcapPacket::write_to` (generic over an
+/// `io::Write` and a byte order): this runs for every packet. Little-endian, microseconds,
+/// the whole packet captured (orig_len = incl_len), as [`pcap_header`] announces.
+pub fn pcap_record_header(ts: Duration, len: usize) -> Option<[u8; RECORD_HEADER_LEN]> {
+    let secs = u32::try_from(ts.as_secs()).ok()?;
+    let len = u32::try_from(len).ok().filter(|&len| len <= SNAPLEN)?;
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[0..4].copy_from_slice(&secs.to_le_bytes());
+    header[4..8].copy_from_slice(&ts.subsec_micros().to_le_bytes());
+    header[8..12].copy_from_slice(&len.to_le_bytes());
+    header[12..16].copy_from_slice(&len.to_le_bytes());
+    Some(header)
+}
+
+/// Length of a pcap record header.
+pub const RECORD_HEADER_LEN: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -101,6 +114,50 @@ mod tests {
             0, 0, 4, 0, 101, 0, 0, 0,           // snaplen 262144, LINKTYPE_RAW
         ];
         assert_eq!(pcap_header(), expected);
+    }
+
+    #[test]
+    fn golden_record_bytes() {
+        let mut out = vec![9];
+        pcap_record(
+            Duration::new(0x0102_0304, 999_999_999),
+            b"\x45xyz",
+            &mut out,
+        );
+        #[rustfmt::skip]
+        let expected = [
+            9,
+            0x04, 0x03, 0x02, 0x01, // seconds
+            0x3f, 0x42, 0x0f, 0x00, // 999,999 microseconds (nanoseconds truncated)
+            4, 0, 0, 0, 4, 0, 0, 0, // captured and original lengths
+            0x45, b'x', b'y', b'z',
+        ];
+        assert_eq!(out, expected);
+        assert_eq!(
+            pcap_record_header(Duration::new(0x0102_0304, 999_999_999), 4),
+            Some(<[u8; 16]>::try_from(&expected[1..17]).unwrap())
+        );
+    }
+
+    /// What pcap-file writes for the same records, byte for byte.
+    #[test]
+    fn records_equal_pcap_file_output() {
+        use byteorder_slice::LittleEndian;
+        use pcap_file::pcap::PcapPacket;
+        for (ts, len) in [
+            (Duration::ZERO, 0),
+            (Duration::new(1_700_000_000, 123_456_789), 1),
+            (Duration::new(u64::from(u32::MAX), 1_000), SNAPLEN as usize),
+        ] {
+            let packet = vec![0x60; len];
+            let mut ours = Vec::new();
+            pcap_record(ts, &packet, &mut ours);
+            let mut theirs = Vec::new();
+            PcapPacket::new(ts, len as u32, &packet)
+                .write_to::<_, LittleEndian>(&mut theirs, RESOLUTION, SNAPLEN)
+                .unwrap();
+            assert_eq!(ours, theirs);
+        }
     }
 
     #[test]

@@ -343,7 +343,7 @@ impl TcpStream {
         self.scratch.clear();
         if self
             .endpoints
-            .write_tcp(from == Side::Local, tcp, payload, &mut self.scratch)
+            .write_tcp(from == Side::Local, &tcp, payload, &mut self.scratch)
         {
             out(&self.scratch);
         }
