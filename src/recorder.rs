@@ -145,18 +145,27 @@ thread_local! {
 }
 
 thread_local! {
-    /// This thread is a vfork child: it runs on its parent's memory (this very thread-local
-    /// included) until it execs or exits. Set and cleared by the `vfork` hook.
-    static VFORK_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The pid of the vfork child this thread runs (0: none). The child runs on its parent's
+    /// memory, this very thread-local included, until it execs or exits; set and cleared by
+    /// the `vfork` hook.
+    static VFORK_CHILD: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether this thread runs a vfork child (see the `vfork` hook).
+/// The vfork child mark of this thread (see the `vfork` hook).
+pub fn vfork_child_mark() -> i32 {
+    VFORK_CHILD.try_with(std::cell::Cell::get).unwrap_or(0)
+}
+
+pub fn set_vfork_child_mark(pid: i32) {
+    let _ = VFORK_CHILD.try_with(|c| c.set(pid));
+}
+
+/// Whether this thread runs a vfork child. The mark alone is not enough: a signal handler in
+/// the parent may run before the mark is cleared, so the pid is asked (only while a mark is
+/// set: vfork children are short-lived).
 pub fn vfork_child() -> bool {
-    VFORK_CHILD.try_with(std::cell::Cell::get).unwrap_or(false)
-}
-
-pub fn set_vfork_child(child: bool) {
-    let _ = VFORK_CHILD.try_with(|c| c.set(child));
+    let mark = vfork_child_mark();
+    mark != 0 && sys::getpid() == mark
 }
 
 /// Restrictions the kernel placed on a thread, seen by the `prctl` hook.

@@ -967,6 +967,36 @@ fn vfork_child_close_read_after_the_parent_exited_keeps_the_stream() {
     assert_one_fin_at_end(&cap, &format!("tcp.dstport == {port}"));
 }
 
+/// A signal handler the parent runs as it comes back from vfork (the child signalled it, then
+/// exited) closes the parent's connection: that close is the parent's own, so its FIN comes at
+/// once, before a second connection's handshake (not at the process's exit).
+#[test]
+fn a_close_in_the_parents_handler_after_vfork_is_the_parents() {
+    let dir = TempDir::new("vfork-signal");
+    let prog = build(&dir, "vfork_signal_close");
+    let (_srv, port) = echo_server();
+    let cap = dir.join("cap.pcap");
+    let out = run_guarded(
+        &mut cli_run(dir.path(), &cap, &prog, &[&port.to_string()]),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    support::check_clean(&cap);
+    let frame = |filter: &str| -> Option<u64> {
+        let filter = format!("tcp.port == {port} && {filter}");
+        let out = support::tshark::fields(&cap, &filter, &["frame.number"]);
+        out.lines().next().and_then(|l| l.trim().parse().ok())
+    };
+    let first_fin = frame(&format!(
+        "tcp.stream == 0 && tcp.dstport == {port} && tcp.flags.fin == 1"
+    ));
+    let second_syn = frame("tcp.stream == 1 && tcp.flags.syn == 1 && tcp.flags.ack == 0");
+    assert!(
+        matches!((first_fin, second_syn), (Some(f), Some(s)) if f < s),
+        "the first connection's FIN (frame {first_fin:?}) before the second's SYN (frame {second_syn:?})"
+    );
+}
+
 /// An inetd-style server: accept, greet, vfork, child dup2s the connection onto 0 and 1 and
 /// execs cat. One stream: one handshake, the greeting then the echo, one FIN each way.
 #[test]

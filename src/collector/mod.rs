@@ -134,12 +134,18 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     let mut last_liveness = Instant::now();
     let mut idle_since: Option<Instant> = None;
     let mut ever = false;
-    let (mut child, traced, ring_path) = match until {
-        Until::Child(c, path) => (Some(c), None, Some(path)),
-        Until::LastProcess(path) => (None, None, Some(path)),
-        Until::Traced(rx) => (None, Some(rx), None),
+    let (mut child, traced, mut unclaimed) = match until {
+        Until::Child(c, path) => {
+            let first = c.id();
+            (Some(c), None, Unclaimed::look(path, first))
+        }
+        // Nobody waits for a detached collector's end: it always gives late children the
+        // whole while (its first process set the variable with setenv, which /proc does not
+        // show, so looking would not find its children).
+        Until::LastProcess(_) => (None, None, Unclaimed::Always),
+        // The tracer creates a process's ring before the process runs.
+        Until::Traced(rx) => (None, Some(rx), Unclaimed::Never),
     };
-    let mut unclaimed = Unclaimed::default();
     let mut status = None;
     let started = Instant::now();
     // Idle, the collector sleeps at least half a millisecond: waking every few microseconds
@@ -205,9 +211,7 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
             // the library loads): wait for it a moment before ending the run. Only if there
             // is one: a process that carries this run's region in its environment.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > LINGER
-                || !unclaimed.may_remain(ring_path.as_deref(), since.elapsed())
-            {
+            if since.elapsed() > LINGER || !unclaimed.may_remain(since.elapsed()) {
                 break;
             }
         } else {
@@ -229,27 +233,41 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
     }
 }
 
-/// Whether a process that may still claim a slot exists, looked up in `/proc` at most every
-/// [`UNCLAIMED_LOOK`].
-#[derive(Default)]
-struct Unclaimed {
-    /// When the run looked over at the last look (the time since `since` then), and its answer.
-    last: Option<(Duration, bool)>,
+/// Whether a process that may still claim a slot exists, once the run looks over.
+enum Unclaimed {
+    /// Looked up in `/proc` at most every [`UNCLAIMED_LOOK`]: processes started since the
+    /// run's first (`first`) that carry the region's `path`.
+    Look {
+        path: std::ffi::OsString,
+        first: u32,
+        /// When the run looked over at the last look (the time since then), and its answer.
+        last: Option<(Duration, bool)>,
+    },
+    Always,
+    Never,
 }
 
 impl Unclaimed {
-    fn may_remain(&mut self, ring_path: Option<&std::ffi::OsStr>, looking_for: Duration) -> bool {
-        let Some(path) = ring_path else {
-            // The tracer's runs: it creates a process's ring before the process runs.
-            return false;
-        };
-        match self.last {
-            Some((at, answer)) if looking_for < at + UNCLAIMED_LOOK => answer,
-            _ => {
-                let answer = procfs::may_claim(crate::recorder::RING_VAR, path);
-                self.last = Some((looking_for, answer));
-                answer
-            }
+    fn look(path: std::ffi::OsString, first: u32) -> Unclaimed {
+        Unclaimed::Look {
+            path,
+            first,
+            last: None,
+        }
+    }
+
+    fn may_remain(&mut self, looking_for: Duration) -> bool {
+        match self {
+            Unclaimed::Always => true,
+            Unclaimed::Never => false,
+            Unclaimed::Look { path, first, last } => match *last {
+                Some((at, answer)) if looking_for < at + UNCLAIMED_LOOK => answer,
+                _ => {
+                    let answer = procfs::may_claim(crate::recorder::RING_VAR, path, *first);
+                    *last = Some((looking_for, answer));
+                    answer
+                }
+            },
         }
     }
 }

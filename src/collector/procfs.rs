@@ -183,12 +183,13 @@ pub fn command_line(pid: i32) -> String {
 }
 
 /// Whether a process other than this one may still claim a slot of the run whose processes
-/// carry `name=value` in their environment: one that has it (as `/proc` shows it: the block its
-/// image started with), or one just started that shows no environment at all (a child in the
+/// carry `name=value` in their environment and whose first process is `first`. Only processes
+/// started since then are looked at (pids are handed out in increasing order until they wrap
+/// at `pid_max`; after a wrap, all): one that has the variable (as `/proc` shows it: the block
+/// its image started with), or one just started that shows no environment (a child in the
 /// middle of its exec: `posix_spawn` lets the parent go on before the kernel has set up the new
-/// image's environment). Processes of other users, and those that made themselves undumpable,
-/// cannot be read and do not count.
-pub fn may_claim(name: &str, value: &std::ffi::OsStr) -> bool {
+/// image's environment) or does not let us read it (another user's, or undumpable).
+pub fn may_claim(name: &str, value: &std::ffi::OsStr, first: u32) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
@@ -199,19 +200,23 @@ pub fn may_claim(name: &str, value: &std::ffi::OsStr) -> bool {
     entry.extend_from_slice(value.as_bytes());
     let me = std::process::id();
     let now = uptime_ticks();
+    let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    // Not wrapped since the run began: only pids above its first one are new.
+    let since_run = |pid: u32| last.is_none_or(|last| last < first || pid > first);
     // One buffer for every process, read in large pieces (the kernel gives a page per read).
     let mut env = Vec::with_capacity(64 << 10);
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| pid != me && since_run(pid))
         .any(|pid| {
             env.clear();
             let read = std::fs::File::open(format!("/proc/{pid}/environ"))
                 .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut env));
             match read {
-                Ok(0) => now.is_some_and(|now| just_started(pid, now)),
+                Ok(0) | Err(_) => now.is_some_and(|now| just_started(pid, now)),
                 Ok(_) => env_has(&env, &entry),
-                Err(_) => false,
             }
         })
 }
@@ -269,17 +274,20 @@ mod tests {
     fn a_child_with_the_variable_is_found_and_one_without_is_not() {
         let value = format!("/dev/shm/netintercept-test-{}", std::process::id());
         let name = "NI_TEST_CARRIES_RING";
-        assert!(!super::may_claim(name, value.as_ref()));
+        assert!(!super::may_claim(name, value.as_ref(), 1));
         let mut child = std::process::Command::new("sleep")
             .arg("5")
             .env(name, &value)
             .spawn()
             .expect("sleep");
-        let found = super::may_claim(name, value.as_ref());
+        let found = super::may_claim(name, value.as_ref(), 1);
+        // A process older than the run's first is not the run's.
+        let older = super::may_claim(name, value.as_ref(), child.id());
         let _ = child.kill();
         let _ = child.wait();
         assert!(found);
-        assert!(!super::may_claim(name, value.as_ref()));
+        assert!(!older);
+        assert!(!super::may_claim(name, value.as_ref(), 1));
     }
 
     #[test]
