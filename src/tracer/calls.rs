@@ -6,10 +6,10 @@
 //! a success (or an error that comes after the arguments were copied): a bad pointer stays
 //! the program's EFAULT. Reads go through [`Tracee`], so all of this is tested without a process.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
+use super::idmap::IdMap;
 use super::payload::Payload;
 use super::tracee::{Regs, Tracee};
 use crate::record::{Kind, Record, CALLS};
@@ -31,7 +31,7 @@ struct Entry {
 /// The internet sockets among a process's descriptors.
 #[derive(Clone, Default, Debug)]
 pub struct Fds {
-    map: HashMap<i32, Entry>,
+    map: IdMap<i32, Entry>,
 }
 
 impl Fds {
@@ -79,7 +79,16 @@ const RECV: i64 = -3;
 
 /// The call number (`record::CALLS`) naming system call `nr` in records.
 fn call_id(nr: i64) -> u16 {
-    static IDS: OnceLock<HashMap<i64, u16>> = OnceLock::new();
+    // A table indexed by system call number (x86-64's socket calls are all below 512), the
+    // two pseudo numbers at its end: one load per record, where a map hashed each time.
+    const SLOTS: usize = 512;
+    let slot = |nr: i64| match nr {
+        SEND => Some(SLOTS - 2),
+        RECV => Some(SLOTS - 1),
+        0..=509 => Some(nr as usize),
+        _ => None,
+    };
+    static IDS: OnceLock<[u16; SLOTS]> = OnceLock::new();
     let ids = IDS.get_or_init(|| {
         let named: &[(i64, &str)] = &[
             (libc::SYS_socket, "socket"),
@@ -114,12 +123,15 @@ fn call_id(nr: i64) -> u16 {
             (SEND, "send"),
             (RECV, "recv"),
         ];
-        named
-            .iter()
-            .filter_map(|&(nr, name)| Some((nr, CALLS.iter().position(|c| *c == name)? as u16)))
-            .collect()
+        let mut ids = [0u16; SLOTS];
+        for &(nr, name) in named {
+            if let (Some(i), Some(id)) = (slot(nr), CALLS.iter().position(|c| *c == name)) {
+                ids[i] = id as u16;
+            }
+        }
+        ids
     });
-    ids.get(&nr).copied().unwrap_or(0)
+    slot(nr).map_or(0, |i| ids[i])
 }
 
 fn rec(kind: Kind, nr: i64, fd: i32) -> Record<'static> {
@@ -1007,6 +1019,7 @@ impl Calls<'_> {
 mod tests {
     use super::*;
     use crate::tracer::tracee::SockInfo;
+    use std::collections::HashMap;
 
     /// A stopped process made of memory regions and sockets.
     #[derive(Default)]
@@ -1106,6 +1119,18 @@ mod tests {
                 Some(out)
             }
         }
+    }
+
+    #[test]
+    fn call_numbers_name_the_calls_and_others_name_none() {
+        let name = |nr| CALLS[call_id(nr) as usize];
+        assert_eq!(name(libc::SYS_write), "write");
+        assert_eq!(name(libc::SYS_close_range), "close_range");
+        assert_eq!(name(SEND), "send");
+        assert_eq!(name(RECV), "recv");
+        assert_eq!(call_id(libc::SYS_getpid), 0);
+        assert_eq!(call_id(100_000), 0);
+        assert_eq!(call_id(-1), 0);
     }
 
     const SIN: &[u8] = &[2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];

@@ -18,6 +18,7 @@
 mod attach;
 pub mod calls;
 pub mod filter;
+mod idmap;
 mod launch;
 pub mod payload;
 pub mod sink;
@@ -26,7 +27,6 @@ pub mod tracee;
 pub use attach::{attach, detach_on_signals};
 pub use launch::launch;
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -35,6 +35,7 @@ use std::sync::mpsc;
 use crate::record::{Kind, Record};
 use crate::ring::{Region, Ring};
 use calls::{Calls, Fds, Next, Pending, Sock};
+use idmap::{IdMap, IdSet};
 use payload::Payload;
 use tracee::{Process, Tracee};
 
@@ -143,10 +144,10 @@ struct Tracer {
     attached: bool,
     /// The pipe a failed execve of the command writes its errno to (-1 once read).
     errpipe: i32,
-    procs: HashMap<i32, Proc>,
-    threads: HashMap<i32, Thread>,
+    procs: IdMap<i32, Proc>,
+    threads: IdMap<i32, Thread>,
     /// New tracees stopped before their parent's fork event named them.
-    early: HashSet<i32>,
+    early: IdSet<i32>,
 }
 
 fn ptrace(req: libc::c_uint, tid: i32, data: usize) -> i64 {
@@ -203,7 +204,7 @@ impl Tracer {
         attached: bool,
         errpipe: i32,
     ) -> Tracer {
-        let mut threads = HashMap::new();
+        let mut threads = IdMap::default();
         for &root in &roots {
             threads.insert(
                 root,
@@ -221,9 +222,9 @@ impl Tracer {
             follow,
             attached,
             errpipe,
-            procs: HashMap::new(),
+            procs: IdMap::default(),
             threads,
-            early: HashSet::new(),
+            early: IdSet::default(),
         }
     }
 
