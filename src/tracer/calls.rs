@@ -187,18 +187,51 @@ fn read_u64(t: &dyn Tracee, addr: u64) -> Option<u64> {
     (t.read(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
 }
 
-/// An iovec array of `n` entries at `addr`: (base, len) pairs.
-fn read_iovecs(t: &dyn Tracee, addr: u64, n: u64) -> Vec<(u64, u64)> {
+/// Entries of an iovec array held without allocating: what programs pass, nearly always.
+const INLINE_IOVECS: usize = 16;
+
+/// An iovec array read from the tracee: (base, len) pairs, inline when short.
+// The inline variant is large on purpose: it lives on the stack for one call, and boxing it
+// would be the allocation it is there to avoid.
+#[allow(clippy::large_enum_variant)]
+enum IoVecs {
+    Inline([(u64, u64); INLINE_IOVECS], usize),
+    Heap(Vec<(u64, u64)>),
+}
+
+impl IoVecs {
+    const NONE: IoVecs = IoVecs::Inline([(0, 0); INLINE_IOVECS], 0);
+}
+
+impl std::ops::Deref for IoVecs {
+    type Target = [(u64, u64)];
+    fn deref(&self) -> &[(u64, u64)] {
+        match self {
+            IoVecs::Inline(a, n) => &a[..*n],
+            IoVecs::Heap(v) => v,
+        }
+    }
+}
+
+/// An iovec array of `n` entries at `addr` (1,024 at most, as the kernel's UIO_MAXIOV).
+fn read_iovecs(t: &dyn Tracee, addr: u64, n: u64) -> IoVecs {
     let n = n.min(1024) as usize;
+    let pair = |c: &[u8]| {
+        let w = |o: usize| u64::from_ne_bytes(c[o..o + 8].try_into().unwrap_or([0; 8]));
+        (w(0), w(8))
+    };
+    if n <= INLINE_IOVECS {
+        let mut raw = [0u8; INLINE_IOVECS * 16];
+        let got = t.read(addr, &mut raw[..n * 16]) / 16;
+        let mut a = [(0, 0); INLINE_IOVECS];
+        for (v, c) in a.iter_mut().zip(raw[..got * 16].chunks_exact(16)) {
+            *v = pair(c);
+        }
+        return IoVecs::Inline(a, got);
+    }
     let mut raw = vec![0u8; n * 16];
     let got = t.read(addr, &mut raw) / 16;
-    raw[..got * 16]
-        .chunks_exact(16)
-        .map(|c| {
-            let w = |o: usize| u64::from_ne_bytes(c[o..o + 8].try_into().unwrap_or([0; 8]));
-            (w(0), w(8))
-        })
-        .collect()
+    IoVecs::Heap(raw[..got * 16].chunks_exact(16).map(pair).collect())
 }
 
 /// A `struct msghdr` of the tracee (x86-64 layout).
@@ -642,11 +675,11 @@ impl Calls<'_> {
         a: [u64; 6],
         ret: i64,
         out: &mut dyn FnMut(&Record, Payload),
-    ) -> Vec<(u64, u64)> {
+    ) -> IoVecs {
         let iov = if ret >= 0 {
             read_iovecs(self.t, a[1], a[2])
         } else {
-            Vec::new()
+            IoVecs::NONE
         };
         if self.events {
             let count = (a[2] as i32).max(0) as u64;
@@ -1119,6 +1152,30 @@ mod tests {
                 Some(out)
             }
         }
+    }
+
+    #[test]
+    fn iovec_arrays_are_read_inline_or_on_the_heap_and_cut_where_unreadable() {
+        let mut t = Fake::default();
+        let raw: Vec<u8> = (0..20u64)
+            .flat_map(|i| [0x9000 + i, i + 1])
+            .flat_map(u64::to_ne_bytes)
+            .collect();
+        t.mem.push((0x8000, raw));
+        let want: Vec<(u64, u64)> = (0..20u64).map(|i| (0x9000 + i, i + 1)).collect();
+        let short = read_iovecs(&t, 0x8000, 3);
+        assert!(matches!(short, IoVecs::Inline(..)));
+        assert_eq!(&short[..], &want[..3]);
+        let long = read_iovecs(&t, 0x8000, 20);
+        assert!(matches!(long, IoVecs::Heap(..)));
+        assert_eq!(&long[..], &want[..]);
+        assert_eq!(
+            &read_iovecs(&t, 0x8000 + 15 * 16, 16)[..],
+            &want[15..],
+            "cut"
+        );
+        assert_eq!(&read_iovecs(&t, 0x8000 + 2 * 16, 30)[..], &want[2..], "cut");
+        assert!(read_iovecs(&t, 0x100, 4).is_empty());
     }
 
     #[test]
