@@ -484,6 +484,30 @@ impl Reservation {
         self.written += n;
     }
 
+    /// The reserved bytes not written yet, for a caller that fills them in place (the tracer's
+    /// `process_vm_readv` reads a payload straight into them): one slice, because `reserve`
+    /// never lets a frame wrap (it pads to the ring's end and starts the frame at its start).
+    /// Its bytes are whatever an earlier lap left there; [`Reservation::advance`] says how many
+    /// the caller wrote.
+    pub fn unwritten(&mut self) -> &mut [u8] {
+        let off = self.ring.data
+            + (self.pos % self.ring.cap) as usize
+            + FRAME_HEADER as usize
+            + self.written;
+        // SAFETY: the reservation owns [pos, pos + frame) of the ring exclusively until commit
+        // (the collector reads no byte of it before the commit's release store), the frame lies
+        // inside the ring without wrapping, and `written` never exceeds `len`. The borrow of
+        // `self` keeps a second slice from being handed out meanwhile.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ring.region.base.add(off), self.len - self.written)
+        }
+    }
+
+    /// The next `n` bytes of [`Reservation::unwritten`] are written (clamped to the rest).
+    pub fn advance(&mut self, n: usize) {
+        self.written += n.min(self.len - self.written);
+    }
+
     /// Publish the frame to the collector.
     pub fn commit(self) {
         let (state, len, pos) = self.ring.frame_header(self.pos);
@@ -583,6 +607,55 @@ mod tests {
         assert_eq!(waited, 3);
         assert!(read(&ring).is_some());
         assert!(write(&ring, &[8u8; 100]));
+    }
+
+    #[test]
+    fn a_frame_filled_in_place_is_one_slice_even_where_the_ring_wraps() {
+        let mem = Mem::new(region_len(1, 4096));
+        let r = region(&mem, 1, 4096);
+        let ring = r.claim(1).expect("slot");
+        // 3,008 of 4,096 bytes used: a frame of 1,100 no longer fits before the ring's end.
+        for _ in 0..47 {
+            assert!(write(&ring, &[1u8; 48]));
+            assert!(read(&ring).is_some());
+        }
+        let mut res = ring
+            .reserve(1100, &mut |_| false)
+            .expect("room after padding");
+        res.write(b"head");
+        let rest = res.unwritten();
+        assert_eq!(
+            rest.len(),
+            1096,
+            "the whole rest of the frame, in one slice"
+        );
+        let start = mem.ptr as usize + rings_offset(1);
+        let at = rest.as_ptr() as usize - start;
+        assert_eq!(
+            at,
+            16 + 4,
+            "the frame starts at the ring's start, after its header"
+        );
+        for (i, b) in rest.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        res.advance(5000);
+        assert!(
+            res.unwritten().is_empty(),
+            "advance stops at the reserved length"
+        );
+        res.commit();
+        let want: Vec<u8> = b"head"
+            .iter()
+            .copied()
+            .chain((0..1096).map(|i| i as u8))
+            .collect();
+        assert_eq!(
+            read(&ring),
+            Some(want),
+            "the padding is skipped, the frame whole"
+        );
+        assert!(matches!(ring.peek(), Peek::Empty));
     }
 
     #[test]

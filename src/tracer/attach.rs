@@ -225,6 +225,7 @@ impl Tracer {
                 pid,
                 pid,
                 &crate::record::Record::new(crate::record::Kind::Detached),
+                super::Payload::Inline,
             );
         }
     }

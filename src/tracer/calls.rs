@@ -6,10 +6,11 @@
 //! a success (or an error that comes after the arguments were copied): a bad pointer stays
 //! the program's EFAULT. Reads go through [`Tracee`], so all of this is tested without a process.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
+use super::idmap::IdMap;
+use super::payload::Payload;
 use super::tracee::{Regs, Tracee};
 use crate::record::{Kind, Record, CALLS};
 
@@ -30,7 +31,7 @@ struct Entry {
 /// The internet sockets among a process's descriptors.
 #[derive(Clone, Default, Debug)]
 pub struct Fds {
-    map: HashMap<i32, Entry>,
+    map: IdMap<i32, Entry>,
 }
 
 impl Fds {
@@ -78,7 +79,16 @@ const RECV: i64 = -3;
 
 /// The call number (`record::CALLS`) naming system call `nr` in records.
 fn call_id(nr: i64) -> u16 {
-    static IDS: OnceLock<HashMap<i64, u16>> = OnceLock::new();
+    // A table indexed by system call number (x86-64's socket calls are all below 512), the
+    // two pseudo numbers at its end: one load per record, where a map hashed each time.
+    const SLOTS: usize = 512;
+    let slot = |nr: i64| match nr {
+        SEND => Some(SLOTS - 2),
+        RECV => Some(SLOTS - 1),
+        0..=509 => Some(nr as usize),
+        _ => None,
+    };
+    static IDS: OnceLock<[u16; SLOTS]> = OnceLock::new();
     let ids = IDS.get_or_init(|| {
         let named: &[(i64, &str)] = &[
             (libc::SYS_socket, "socket"),
@@ -113,12 +123,15 @@ fn call_id(nr: i64) -> u16 {
             (SEND, "send"),
             (RECV, "recv"),
         ];
-        named
-            .iter()
-            .filter_map(|&(nr, name)| Some((nr, CALLS.iter().position(|c| *c == name)? as u16)))
-            .collect()
+        let mut ids = [0u16; SLOTS];
+        for &(nr, name) in named {
+            if let (Some(i), Some(id)) = (slot(nr), CALLS.iter().position(|c| *c == name)) {
+                ids[i] = id as u16;
+            }
+        }
+        ids
     });
-    ids.get(&nr).copied().unwrap_or(0)
+    slot(nr).map_or(0, |i| ids[i])
 }
 
 fn rec(kind: Kind, nr: i64, fd: i32) -> Record<'static> {
@@ -174,34 +187,51 @@ fn read_u64(t: &dyn Tracee, addr: u64) -> Option<u64> {
     (t.read(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
 }
 
-/// An iovec array of `n` entries at `addr`: (base, len) pairs.
-fn read_iovecs(t: &dyn Tracee, addr: u64, n: u64) -> Vec<(u64, u64)> {
-    let n = n.min(1024) as usize;
-    let mut raw = vec![0u8; n * 16];
-    let got = t.read(addr, &mut raw) / 16;
-    raw[..got * 16]
-        .chunks_exact(16)
-        .map(|c| {
-            let w = |o: usize| u64::from_ne_bytes(c[o..o + 8].try_into().unwrap_or([0; 8]));
-            (w(0), w(8))
-        })
-        .collect()
+/// Entries of an iovec array held without allocating: what programs pass, nearly always.
+const INLINE_IOVECS: usize = 16;
+
+/// An iovec array read from the tracee: (base, len) pairs, inline when short.
+// The inline variant is large on purpose: it lives on the stack for one call, and boxing it
+// would be the allocation it is there to avoid.
+#[allow(clippy::large_enum_variant)]
+enum IoVecs {
+    Inline([(u64, u64); INLINE_IOVECS], usize),
+    Heap(Vec<(u64, u64)>),
 }
 
-/// The first `total` bytes through `iov`, appended to `out`.
-fn gather(t: &dyn Tracee, iov: &[(u64, u64)], mut total: usize, out: &mut Vec<u8>) {
-    for &(base, len) in iov {
-        if total == 0 {
-            break;
+impl IoVecs {
+    const NONE: IoVecs = IoVecs::Inline([(0, 0); INLINE_IOVECS], 0);
+}
+
+impl std::ops::Deref for IoVecs {
+    type Target = [(u64, u64)];
+    fn deref(&self) -> &[(u64, u64)] {
+        match self {
+            IoVecs::Inline(a, n) => &a[..*n],
+            IoVecs::Heap(v) => v,
         }
-        let n = (len as usize).min(total);
-        let start = out.len();
-        out.resize(start + n, 0);
-        let got = t.read(base, &mut out[start..]);
-        // Unreadable memory the kernel did use cannot be: keep the length, zeroes for bytes.
-        let _ = got;
-        total -= n;
     }
+}
+
+/// An iovec array of `n` entries at `addr` (1,024 at most, as the kernel's UIO_MAXIOV).
+fn read_iovecs(t: &dyn Tracee, addr: u64, n: u64) -> IoVecs {
+    let n = n.min(1024) as usize;
+    let pair = |c: &[u8]| {
+        let w = |o: usize| u64::from_ne_bytes(c[o..o + 8].try_into().unwrap_or([0; 8]));
+        (w(0), w(8))
+    };
+    if n <= INLINE_IOVECS {
+        let mut raw = [0u8; INLINE_IOVECS * 16];
+        let got = t.read(addr, &mut raw[..n * 16]) / 16;
+        let mut a = [(0, 0); INLINE_IOVECS];
+        for (v, c) in a.iter_mut().zip(raw[..got * 16].chunks_exact(16)) {
+            *v = pair(c);
+        }
+        return IoVecs::Inline(a, got);
+    }
+    let mut raw = vec![0u8; n * 16];
+    let got = t.read(addr, &mut raw) / 16;
+    IoVecs::Heap(raw[..got * 16].chunks_exact(16).map(pair).collect())
 }
 
 /// A `struct msghdr` of the tracee (x86-64 layout).
@@ -263,13 +293,12 @@ fn rights(t: &dyn Tracee, m: &MsgHdr) -> Vec<i32> {
     fds
 }
 
-/// The tracer's view of one process: its sockets, and a buffer for payloads.
+/// The tracer's view of one process: its sockets.
 pub struct Calls<'a> {
     pub fds: &'a mut Fds,
     pub t: &'a dyn Tracee,
     pub pid: i32,
     pub events: bool,
-    pub scratch: &'a mut Vec<u8>,
 }
 
 /// Where a call goes after its entry stop.
@@ -284,7 +313,7 @@ pub enum Next {
 impl Calls<'_> {
     /// At the entry stop of the call in `r`: records that precede the call (a close), and
     /// whether its exit is needed.
-    pub fn entry(&mut self, r: &Regs, out: &mut dyn FnMut(&Record)) -> Next {
+    pub fn entry(&mut self, r: &Regs, out: &mut dyn FnMut(&Record, Payload)) -> Next {
         let a = r.args;
         let fd = a[0] as i64;
         let follow = |p| Next::Exit(p);
@@ -311,7 +340,7 @@ impl Calls<'_> {
                 let mut c = rec(Kind::Close, r.nr, fd);
                 // Seen made by this very process: the collector need not ask whose it was.
                 c.ret = crate::record::CLOSE_OWN;
-                out(&c);
+                out(&c, Payload::Inline);
                 if self.events {
                     follow(pending)
                 } else {
@@ -342,7 +371,7 @@ impl Calls<'_> {
                 rr.ret = crate::record::CLOSE_OWN;
                 rr.arg0 = i64::from(first);
                 rr.arg1 = i64::from(last);
-                out(&rr);
+                out(&rr, Payload::Inline);
                 Next::Run
             }
             libc::SYS_dup2 | libc::SYS_dup3 => {
@@ -378,7 +407,7 @@ impl Calls<'_> {
     }
 
     /// At the exit stop of a call kept by [`Calls::entry`], which returned `raw`.
-    pub fn exit(&mut self, p: &Pending, raw: i64, out: &mut dyn FnMut(&Record)) {
+    pub fn exit(&mut self, p: &Pending, raw: i64, out: &mut dyn FnMut(&Record, Payload)) {
         let nr = p.regs.nr;
         // A connect interrupted by a signal goes on in the background: the program sees EINTR
         // (or, restarted, a later result), so the capture must know it started.
@@ -406,7 +435,7 @@ impl Calls<'_> {
                 };
                 r.ret = ret;
                 r.errno = errno;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_bind if ret != 0 => {}
             libc::SYS_bind => {
@@ -414,17 +443,17 @@ impl Calls<'_> {
                 r.addr = read_addr(self.t, a[1], a[2]).1;
                 r.local = self.t.local(fd);
                 self.fds.first_local(fd);
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_listen if ret == 0 => {
                 let mut r = rec(Kind::Listen, nr, fd);
                 r.arg0 = a[1] as i32 as i64;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_shutdown if ret == 0 => {
                 let mut r = rec(Kind::Shutdown, nr, fd);
                 r.arg0 = a[1] as i32 as i64;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_accept | libc::SYS_accept4 if ret >= 0 => {
                 let new = ret as i32;
@@ -440,7 +469,7 @@ impl Calls<'_> {
                 r.arg1 = info.inode as i64;
                 r.local = info.local;
                 r.addr = info.peer;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_getsockopt
                 if ret == 0 && a[1] as i32 == libc::SOL_SOCKET && a[2] as i32 == libc::SO_ERROR =>
@@ -448,7 +477,7 @@ impl Calls<'_> {
                 if let Some(v) = read_u32(self.t, a[3]) {
                     let mut r = rec(Kind::SoError, nr, fd);
                     r.arg0 = v as i32 as i64;
-                    out(&r);
+                    out(&r, Payload::Inline);
                 }
             }
             libc::SYS_getsockopt | libc::SYS_setsockopt if self.events => {
@@ -468,13 +497,13 @@ impl Calls<'_> {
                 r.arg0 = a[1] as i32 as i64;
                 r.arg1 = i64::from(a[2] as u32) | i64::from(len) << 32;
                 r.data = &value;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_getsockname | libc::SYS_getpeername if self.events => {
                 let mut r = rec(Kind::SockName, nr, fd);
                 r.ret = ret;
                 r.errno = errno;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_ioctl if self.events => {
                 let mut r = rec(Kind::FdControl, nr, fd);
@@ -482,7 +511,7 @@ impl Calls<'_> {
                 r.arg1 = a[2] as i64;
                 r.ret = ret;
                 r.errno = errno;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_fcntl
                 if self.events && !matches!(a[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) =>
@@ -492,13 +521,13 @@ impl Calls<'_> {
                 r.arg1 = a[2] as i64;
                 r.ret = ret;
                 r.errno = errno;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_close => {
                 let mut r = rec(Kind::Closed, nr, fd);
                 r.ret = ret;
                 r.errno = errno;
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 | libc::SYS_fcntl
                 if ret >= 0
@@ -522,20 +551,16 @@ impl Calls<'_> {
                     }
                     _ => {}
                 }
-                out(&r);
+                out(&r, Payload::Inline);
             }
             libc::SYS_write => {
-                self.scratch.clear();
-                if ret > 0 {
-                    gather(self.t, &[(a[1], ret as u64)], ret as usize, self.scratch);
-                }
-                self.send(nr, fd, ret, errno, a[2], 0, None, out);
+                let buf = [(a[1], ret.max(0) as u64)];
+                let data = Payload::memory(self.t, &buf, ret.max(0) as usize);
+                self.send(nr, fd, ret, errno, a[2], 0, None, data, out);
             }
             libc::SYS_sendto => {
-                self.scratch.clear();
-                if ret > 0 {
-                    gather(self.t, &[(a[1], ret as u64)], ret as usize, self.scratch);
-                }
+                let buf = [(a[1], ret.max(0) as u64)];
+                let data = Payload::memory(self.t, &buf, ret.max(0) as usize);
                 let dest = if ret >= 0 || errno == libc::EINPROGRESS {
                     read_addr(self.t, a[4], a[5]).1
                 } else {
@@ -543,13 +568,12 @@ impl Calls<'_> {
                 };
                 // libc's send() is sendto() without an address: named as the program wrote it.
                 let named = if a[4] == 0 { SEND } else { nr };
-                self.send(named, fd, ret, errno, a[2], a[3] as i32, dest, out);
+                self.send(named, fd, ret, errno, a[2], a[3] as i32, dest, data, out);
             }
             libc::SYS_writev => {
-                self.scratch.clear();
                 let iov = self.plain_vector(nr, fd, a, ret, out);
-                gather(self.t, &iov, ret.max(0) as usize, self.scratch);
-                self.send(nr, fd, ret, errno, 0, 0, None, out);
+                let data = Payload::memory(self.t, &iov, ret.max(0) as usize);
+                self.send(nr, fd, ret, errno, 0, 0, None, data, out);
             }
             libc::SYS_sendmsg => self.sendmsg(nr, fd, a, ret, errno, out),
             libc::SYS_sendmmsg => {
@@ -559,43 +583,44 @@ impl Calls<'_> {
                     else {
                         break;
                     };
-                    self.scratch.clear();
                     let iov = read_iovecs(self.t, m.iov, m.iovlen);
-                    gather(self.t, &iov, len as usize, self.scratch);
+                    let data = Payload::memory(self.t, &iov, len as usize);
                     let dest = read_addr(self.t, m.name, u64::from(m.namelen)).1;
-                    self.send(nr, fd, i64::from(len), 0, 0, a[3] as i32, dest, out);
+                    self.send(nr, fd, i64::from(len), 0, 0, a[3] as i32, dest, data, out);
                 }
                 if ret < 0 {
-                    self.scratch.clear();
-                    self.send(nr, fd, -1, errno, 0, 0, None, out);
+                    self.send(nr, fd, -1, errno, 0, 0, None, Payload::Inline, out);
                 }
                 if self.events {
                     self.mmsg(nr, fd, a, ret, errno, out);
                 }
             }
             libc::SYS_sendfile => {
-                self.scratch.clear();
-                if ret > 0 && p.offset >= 0 {
-                    self.t
-                        .file_bytes(a[1] as i32, p.offset, ret as usize, self.scratch);
-                }
-                self.send(nr, fd, ret, errno, 0, 0, None, out);
+                let data = if ret > 0 && p.offset >= 0 {
+                    Payload::File {
+                        t: self.t,
+                        fd: a[1] as i32,
+                        offset: p.offset,
+                        len: ret as usize,
+                    }
+                } else {
+                    Payload::Inline
+                };
+                self.send(nr, fd, ret, errno, 0, 0, None, data, out);
             }
             libc::SYS_read => {
-                self.scratch.clear();
-                if ret > 0 {
-                    gather(self.t, &[(a[1], ret as u64)], ret as usize, self.scratch);
-                }
-                self.recv(nr, fd, ret, errno, a[2] as usize, 0, None, out);
+                let buf = [(a[1], ret.max(0) as u64)];
+                let data = Payload::memory(self.t, &buf, ret.max(0) as usize);
+                self.recv(nr, fd, ret, errno, a[2] as usize, 0, None, data, out);
             }
             libc::SYS_recvfrom => {
                 let flags = a[3] as i32;
                 if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
                     return;
                 }
-                self.scratch.clear();
                 let n = self.filled(fd, ret, a[2] as usize, flags);
-                gather(self.t, &[(a[1], n as u64)], n, self.scratch);
+                let buf = [(a[1], n as u64)];
+                let data = Payload::memory(self.t, &buf, n);
                 let src = if ret >= 0 && a[4] != 0 && a[5] != 0 {
                     read_u32(self.t, a[5]).and_then(|l| read_addr(self.t, a[4], u64::from(l)).1)
                 } else {
@@ -603,16 +628,15 @@ impl Calls<'_> {
                 };
                 // libc's recv() is recvfrom() without an address buffer.
                 let named = if a[4] == 0 { RECV } else { nr };
-                self.recv(named, fd, ret, errno, a[2] as usize, flags, src, out);
+                self.recv(named, fd, ret, errno, a[2] as usize, flags, src, data, out);
             }
             libc::SYS_readv => {
-                self.scratch.clear();
                 let iov = self.plain_vector(nr, fd, a, ret, out);
                 let asked = iov
                     .iter()
                     .fold(0usize, |s, v| s.saturating_add(v.1 as usize));
-                gather(self.t, &iov, ret.max(0) as usize, self.scratch);
-                self.recv(nr, fd, ret, errno, asked, 0, None, out);
+                let data = Payload::memory(self.t, &iov, ret.max(0) as usize);
+                self.recv(nr, fd, ret, errno, asked, 0, None, data, out);
             }
             libc::SYS_recvmsg => self.recvmsg(nr, fd, a, ret, errno, out),
             libc::SYS_recvmmsg => {
@@ -631,8 +655,7 @@ impl Calls<'_> {
                     self.message_received(nr, fd, &m, i64::from(len), 0, flags, out);
                 }
                 if ret < 0 {
-                    self.scratch.clear();
-                    self.recv(nr, fd, -1, errno, 0, flags, None, out);
+                    self.recv(nr, fd, -1, errno, 0, flags, None, Payload::Inline, out);
                 }
                 if self.events {
                     self.mmsg(nr, fd, a, ret, errno, out);
@@ -651,12 +674,12 @@ impl Calls<'_> {
         fd: i32,
         a: [u64; 6],
         ret: i64,
-        out: &mut dyn FnMut(&Record),
-    ) -> Vec<(u64, u64)> {
+        out: &mut dyn FnMut(&Record, Payload),
+    ) -> IoVecs {
         let iov = if ret >= 0 {
             read_iovecs(self.t, a[1], a[2])
         } else {
-            Vec::new()
+            IoVecs::NONE
         };
         if self.events {
             let count = (a[2] as i32).max(0) as u64;
@@ -674,7 +697,7 @@ impl Calls<'_> {
         a: [u64; 6],
         ret: i64,
         errno: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         use crate::record::MMSG_SIZES;
         let mut words: Vec<i64> = vec![0, 0];
@@ -709,7 +732,7 @@ impl Calls<'_> {
         r.arg0 = i64::from(a[2] as u32);
         r.arg1 = i64::from(a[3] as i32);
         r.data = &bytes;
-        out(&r);
+        out(&r, Payload::Inline);
     }
 
     /// The event trace's record of a vectored call's buffers (see `Kind::IoVec`), just before
@@ -724,7 +747,7 @@ impl Calls<'_> {
         control: Option<u64>,
         first_cmsg: Option<(i32, i32)>,
         msg_flags: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let mut r = rec(Kind::IoVec, nr, fd);
         r.arg0 = count as i64;
@@ -739,7 +762,7 @@ impl Calls<'_> {
             .flat_map(|v| v.1.to_ne_bytes())
             .collect();
         r.data = &sizes;
-        out(&r);
+        out(&r, Payload::Inline);
     }
 
     /// The first control message's level and type, for the event trace.
@@ -756,7 +779,7 @@ impl Calls<'_> {
         })
     }
 
-    fn socket(&mut self, nr: i64, a: [u64; 6], ret: i64, out: &mut dyn FnMut(&Record)) {
+    fn socket(&mut self, nr: i64, a: [u64; 6], ret: i64, out: &mut dyn FnMut(&Record, Payload)) {
         if ret < 0 {
             return;
         }
@@ -779,7 +802,7 @@ impl Calls<'_> {
         r.arg1 = i64::from(ty as u32)
             | i64::from(domain as u16) << 32
             | i64::from(protocol as u16) << 48;
-        out(&r);
+        out(&r, Payload::Inline);
     }
 
     fn connect(
@@ -789,7 +812,7 @@ impl Calls<'_> {
         a: [u64; 6],
         ret: i64,
         errno: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let (family, remote) = if ret == 0 || crate::sockaddr::connect_read_address(errno) {
             read_addr(self.t, a[1], a[2])
@@ -814,7 +837,7 @@ impl Calls<'_> {
             r.local = self.t.local(fd);
             self.fds.first_local(fd);
         }
-        out(&r);
+        out(&r, Payload::Inline);
     }
 
     /// Bytes a receive filled (as the hooks count them): none on a stream with MSG_TRUNC.
@@ -841,7 +864,8 @@ impl Calls<'_> {
         asked: u64,
         flags: i32,
         dest: Option<SocketAddr>,
-        out: &mut dyn FnMut(&Record),
+        data: Payload,
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let mut r = rec(Kind::Send, nr, fd);
         r.arg0 = asked as i64;
@@ -860,10 +884,7 @@ impl Calls<'_> {
         {
             r.local = self.t.local(fd);
         }
-        let data = std::mem::take(self.scratch);
-        r.data = &data;
-        out(&r);
-        *self.scratch = data;
+        out(&r, data);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -876,7 +897,8 @@ impl Calls<'_> {
         asked: usize,
         flags: i32,
         src: Option<SocketAddr>,
-        out: &mut dyn FnMut(&Record),
+        data: Payload,
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let mut r = rec(Kind::Recv, nr, fd);
         r.ret = ret;
@@ -887,10 +909,7 @@ impl Calls<'_> {
         if ret >= 0 {
             r.local = self.udp_local(fd);
         }
-        let data = std::mem::take(self.scratch);
-        r.data = &data;
-        out(&r);
-        *self.scratch = data;
+        out(&r, data);
     }
 
     fn sendmsg(
@@ -900,7 +919,7 @@ impl Calls<'_> {
         a: [u64; 6],
         ret: i64,
         errno: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let flags = a[2] as i32;
         // Followed for the descriptors it may carry: its bytes only on a followed socket.
@@ -913,8 +932,7 @@ impl Calls<'_> {
         };
         let Some(m) = m else {
             if tracked {
-                self.scratch.clear();
-                self.send(nr, fd, ret, errno, 0, flags, None, out);
+                self.send(nr, fd, ret, errno, 0, flags, None, Payload::Inline, out);
             }
             return;
         };
@@ -924,21 +942,20 @@ impl Calls<'_> {
                 let bytes: Vec<u8> = fds.iter().take(64).flat_map(|f| f.to_ne_bytes()).collect();
                 let mut r = rec(Kind::Passed, nr, fd);
                 r.data = &bytes;
-                out(&r);
+                out(&r, Payload::Inline);
             }
         }
         if !tracked {
             return;
         }
-        self.scratch.clear();
         let iov = read_iovecs(self.t, m.iov, m.iovlen);
         if self.events {
             let first = self.first_cmsg(&m);
             self.vector(nr, fd, m.iovlen, &iov, Some(m.controllen), first, 0, out);
         }
-        gather(self.t, &iov, ret.max(0) as usize, self.scratch);
+        let data = Payload::memory(self.t, &iov, ret.max(0) as usize);
         let dest = read_addr(self.t, m.name, u64::from(m.namelen)).1;
-        self.send(nr, fd, ret, errno, 0, flags, dest, out);
+        self.send(nr, fd, ret, errno, 0, flags, dest, data, out);
     }
 
     fn recvmsg(
@@ -948,14 +965,13 @@ impl Calls<'_> {
         a: [u64; 6],
         ret: i64,
         errno: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         let flags = a[2] as i32;
         let tracked = self.fds.get(fd).is_some();
         if ret < 0 {
             if tracked {
-                self.scratch.clear();
-                self.recv(nr, fd, ret, errno, 0, flags, None, out);
+                self.recv(nr, fd, ret, errno, 0, flags, None, Payload::Inline, out);
             }
             return;
         }
@@ -1003,7 +1019,7 @@ impl Calls<'_> {
         if !bytes.is_empty() {
             let mut r = rec(Kind::Received, nr, fd);
             r.data = &bytes;
-            out(&r);
+            out(&r, Payload::Inline);
         }
     }
 
@@ -1016,7 +1032,7 @@ impl Calls<'_> {
         got: i64,
         errno: i32,
         flags: i32,
-        out: &mut dyn FnMut(&Record),
+        out: &mut dyn FnMut(&Record, Payload),
     ) {
         if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 {
             return;
@@ -1025,12 +1041,10 @@ impl Calls<'_> {
         let asked = iov
             .iter()
             .fold(0usize, |s, v| s.saturating_add(v.1 as usize));
-        self.scratch.clear();
         let n = self.filled(fd, got, asked, flags);
-        gather(self.t, &iov, n, self.scratch);
+        let data = Payload::memory(self.t, &iov, n);
         let src = read_addr(self.t, m.name, u64::from(m.namelen)).1;
-        let _ = m.flags;
-        self.recv(nr, fd, got, errno, asked, flags, src, out);
+        self.recv(nr, fd, got, errno, asked, flags, src, data, out);
     }
 }
 
@@ -1038,6 +1052,7 @@ impl Calls<'_> {
 mod tests {
     use super::*;
     use crate::tracer::tracee::SockInfo;
+    use std::collections::HashMap;
 
     /// A stopped process made of memory regions and sockets.
     #[derive(Default)]
@@ -1064,8 +1079,9 @@ mod tests {
         fn local(&self, fd: i32) -> Option<SocketAddr> {
             self.socks.get(&fd).and_then(|s| s.local)
         }
-        fn file_bytes(&self, _: i32, _: i64, len: usize, out: &mut Vec<u8>) {
-            out.extend(std::iter::repeat_n(b'f', len));
+        fn file_bytes(&self, _: i32, _: i64, out: &mut [u8]) -> usize {
+            out.fill(b'f');
+            out.len()
         }
         fn file_offset(&self, _: i32) -> Option<i64> {
             Some(0)
@@ -1087,7 +1103,9 @@ mod tests {
         data: Vec<u8>,
     }
 
-    fn seen(r: &Record) -> Seen {
+    fn seen(r: &Record, p: Payload) -> Seen {
+        let mut data = vec![0xee; p.len(r)];
+        p.fill(r, 0, &mut data);
         Seen {
             kind: r.kind,
             call: CALLS[r.call as usize],
@@ -1098,7 +1116,7 @@ mod tests {
             arg1: r.arg1,
             addr: r.addr,
             local: r.local,
-            data: r.data.to_vec(),
+            data,
         }
     }
 
@@ -1114,16 +1132,14 @@ mod tests {
 
     /// Run one call through entry and exit; `None` when the entry let it run unwatched.
     fn call(fds: &mut Fds, t: &Fake, r: Regs, raw: i64) -> Option<Vec<Seen>> {
-        let mut scratch = Vec::new();
         let mut out = Vec::new();
         let mut c = Calls {
             fds,
             t,
             pid: 1,
             events: false,
-            scratch: &mut scratch,
         };
-        let next = c.entry(&r, &mut |r| out.push(seen(r)));
+        let next = c.entry(&r, &mut |r, p| out.push(seen(r, p)));
         match next {
             Next::Run => {
                 assert!(out
@@ -1132,10 +1148,46 @@ mod tests {
                 (!out.is_empty()).then_some(out)
             }
             Next::Exit(p) => {
-                c.exit(&p, raw, &mut |r| out.push(seen(r)));
+                c.exit(&p, raw, &mut |r, data| out.push(seen(r, data)));
                 Some(out)
             }
         }
+    }
+
+    #[test]
+    fn iovec_arrays_are_read_inline_or_on_the_heap_and_cut_where_unreadable() {
+        let mut t = Fake::default();
+        let raw: Vec<u8> = (0..20u64)
+            .flat_map(|i| [0x9000 + i, i + 1])
+            .flat_map(u64::to_ne_bytes)
+            .collect();
+        t.mem.push((0x8000, raw));
+        let want: Vec<(u64, u64)> = (0..20u64).map(|i| (0x9000 + i, i + 1)).collect();
+        let short = read_iovecs(&t, 0x8000, 3);
+        assert!(matches!(short, IoVecs::Inline(..)));
+        assert_eq!(&short[..], &want[..3]);
+        let long = read_iovecs(&t, 0x8000, 20);
+        assert!(matches!(long, IoVecs::Heap(..)));
+        assert_eq!(&long[..], &want[..]);
+        assert_eq!(
+            &read_iovecs(&t, 0x8000 + 15 * 16, 16)[..],
+            &want[15..],
+            "cut"
+        );
+        assert_eq!(&read_iovecs(&t, 0x8000 + 2 * 16, 30)[..], &want[2..], "cut");
+        assert!(read_iovecs(&t, 0x100, 4).is_empty());
+    }
+
+    #[test]
+    fn call_numbers_name_the_calls_and_others_name_none() {
+        let name = |nr| CALLS[call_id(nr) as usize];
+        assert_eq!(name(libc::SYS_write), "write");
+        assert_eq!(name(libc::SYS_close_range), "close_range");
+        assert_eq!(name(SEND), "send");
+        assert_eq!(name(RECV), "recv");
+        assert_eq!(call_id(libc::SYS_getpid), 0);
+        assert_eq!(call_id(100_000), 0);
+        assert_eq!(call_id(-1), 0);
     }
 
     const SIN: &[u8] = &[2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];

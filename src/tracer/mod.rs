@@ -18,14 +18,15 @@
 mod attach;
 pub mod calls;
 pub mod filter;
+mod idmap;
 mod launch;
+pub mod payload;
 pub mod sink;
 pub mod tracee;
 
 pub use attach::{attach, detach_on_signals};
 pub use launch::launch;
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -34,6 +35,8 @@ use std::sync::mpsc;
 use crate::record::{Kind, Record};
 use crate::ring::{Region, Ring};
 use calls::{Calls, Fds, Next, Pending, Sock};
+use idmap::{IdMap, IdSet};
+use payload::Payload;
 use tracee::{Process, Tracee};
 
 /// What to run.
@@ -141,11 +144,10 @@ struct Tracer {
     attached: bool,
     /// The pipe a failed execve of the command writes its errno to (-1 once read).
     errpipe: i32,
-    procs: HashMap<i32, Proc>,
-    threads: HashMap<i32, Thread>,
+    procs: IdMap<i32, Proc>,
+    threads: IdMap<i32, Thread>,
     /// New tracees stopped before their parent's fork event named them.
-    early: HashSet<i32>,
-    scratch: Vec<u8>,
+    early: IdSet<i32>,
 }
 
 fn ptrace(req: libc::c_uint, tid: i32, data: usize) -> i64 {
@@ -202,7 +204,7 @@ impl Tracer {
         attached: bool,
         errpipe: i32,
     ) -> Tracer {
-        let mut threads = HashMap::new();
+        let mut threads = IdMap::default();
         for &root in &roots {
             threads.insert(
                 root,
@@ -220,10 +222,9 @@ impl Tracer {
             follow,
             attached,
             errpipe,
-            procs: HashMap::new(),
+            procs: IdMap::default(),
             threads,
-            early: HashSet::new(),
-            scratch: Vec::new(),
+            early: IdSet::default(),
         }
     }
 
@@ -357,9 +358,8 @@ impl Tracer {
                         t: &p.process,
                         pid,
                         events: self.events,
-                        scratch: &mut self.scratch,
                     };
-                    c.entry(&regs, &mut |r| put(ring, pid, tid, r))
+                    c.entry(&regs, &mut |r, data| put(ring, pid, tid, r, data))
                 }
                 _ => Next::Run,
             },
@@ -396,9 +396,10 @@ impl Tracer {
             t: &p.process,
             pid,
             events: self.events,
-            scratch: &mut self.scratch,
         };
-        c.exit(&pending, regs.ret, &mut |r| put(ring, pid, tid, r));
+        c.exit(&pending, regs.ret, &mut |r, data| {
+            put(ring, pid, tid, r, data)
+        });
     }
 
     /// `tid` forked, vforked or cloned (`event`): follow the new task.
@@ -424,13 +425,13 @@ impl Tracer {
             } else {
                 let mut fork = Record::new(Kind::Fork);
                 fork.ret = i64::from(new);
-                put(parent_ring, parent_pid, tid, &fork);
+                put(parent_ring, parent_pid, tid, &fork, Payload::Inline);
                 let ring = self.region.claim(new);
                 let mut start = Record::new(Kind::Start);
                 start.errno = crate::record::BY_TRACER;
                 start.arg0 = i64::from(parent_pid);
                 start.arg1 = 1;
-                put(ring, new, new, &start);
+                put(ring, new, new, &start, Payload::Inline);
                 ring
             };
             self.procs.insert(
@@ -521,7 +522,7 @@ impl Tracer {
         };
         if last {
             if let Some(p) = self.procs.remove(&pid) {
-                put(p.ring, pid, tid, &Record::new(Kind::Exit));
+                put(p.ring, pid, tid, &Record::new(Kind::Exit), Payload::Inline);
             }
         }
     }
@@ -539,7 +540,7 @@ fn scan(p: &mut Proc, pid: i32, tid: i32, events: bool) {
         Vec::new()
     };
     start.data = &name;
-    put(p.ring, pid, tid, &start);
+    put(p.ring, pid, tid, &start, Payload::Inline);
     for fd in tracee::descriptors(pid) {
         if tracee::socket_inode(pid, fd).is_none() {
             continue;
@@ -561,9 +562,15 @@ fn scan(p: &mut Proc, pid: i32, tid: i32, events: bool) {
         d.ret = i64::from(info.listening);
         d.local = info.local;
         d.addr = info.peer;
-        put(p.ring, pid, tid, &d);
+        put(p.ring, pid, tid, &d, Payload::Inline);
     }
-    put(p.ring, pid, tid, &Record::new(Kind::Scanned));
+    put(
+        p.ring,
+        pid,
+        tid,
+        &Record::new(Kind::Scanned),
+        Payload::Inline,
+    );
 }
 
 /// The program's name for the event traces' folders: the base name of its `argv[0]`.
@@ -574,11 +581,12 @@ fn program_name(pid: i32) -> Vec<u8> {
     base[..base.len().min(255)].to_vec()
 }
 
-/// Write `r` for thread `tid` of process `pid` into its process's ring.
-fn put(ring: Option<Ring>, pid: i32, tid: i32, r: &Record) {
+/// Write `r` (with its payload `data`) for thread `tid` of process `pid` into its process's
+/// ring.
+fn put(ring: Option<Ring>, pid: i32, tid: i32, r: &Record, data: Payload) {
     let Some(ring) = ring else { return };
     let mut r = *r;
     r.pid = pid;
     r.tid = tid;
-    sink::emit(ring, &r);
+    sink::emit(ring, &r, &data);
 }

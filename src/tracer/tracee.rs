@@ -44,8 +44,24 @@ pub trait Tracee {
     /// Only its local address (what connect, bind and a first datagram need: three system
     /// calls where `socket` makes eight).
     fn local(&self, fd: i32) -> Option<SocketAddr>;
-    /// `len` bytes of the file behind `fd` from `offset` (sendfile's source), appended to `out`.
-    fn file_bytes(&self, fd: i32, offset: i64, len: usize, out: &mut Vec<u8>);
+    /// Fill `dst` from the tracee's buffers `pieces` (base, length; their lengths add up to
+    /// `dst.len()`), in order, up to the first that cannot be read whole; returns how many
+    /// bytes were read.
+    fn read_pieces(&self, pieces: &[(u64, u64)], dst: &mut [u8]) -> usize {
+        let mut at = 0;
+        for &(base, len) in pieces {
+            let len = (len as usize).min(dst.len() - at);
+            let got = self.read(base, &mut dst[at..at + len]);
+            at += got;
+            if got < len {
+                break;
+            }
+        }
+        at
+    }
+    /// Fill `out` from the file behind `fd` from `offset` (sendfile's source); returns how many
+    /// bytes could be read.
+    fn file_bytes(&self, fd: i32, offset: i64, out: &mut [u8]) -> usize;
     /// The file offset of `fd` now.
     fn file_offset(&self, fd: i32) -> Option<i64>;
 }
@@ -144,19 +160,58 @@ impl Tracee for Process {
         self.with_copy(fd, crate::sys::local_addr).flatten()
     }
 
-    fn file_bytes(&self, fd: i32, offset: i64, len: usize, out: &mut Vec<u8>) {
+    fn read_pieces(&self, pieces: &[(u64, u64)], dst: &mut [u8]) -> usize {
+        const BATCH: usize = 64;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut at = 0;
+        for batch in pieces.chunks(BATCH) {
+            let mut remote = [empty; BATCH];
+            let mut want = 0usize;
+            for (r, &(base, len)) in remote.iter_mut().zip(batch) {
+                let len = (len as usize).min(dst.len() - at - want);
+                *r = libc::iovec {
+                    iov_base: base as *mut libc::c_void,
+                    iov_len: len,
+                };
+                want += len;
+            }
+            if want == 0 {
+                continue;
+            }
+            let local = libc::iovec {
+                iov_base: dst[at..].as_mut_ptr().cast(),
+                iov_len: want,
+            };
+            // SAFETY: `local` is `want` bytes of our own `dst` (the lengths are clamped to what
+            // is left of it); the remote ranges are only read by the kernel, which checks them
+            // in the tracee's address space.
+            let n = unsafe {
+                libc::process_vm_readv(self.pid, &local, 1, remote.as_ptr(), batch.len() as _, 0)
+            };
+            let n = n.max(0) as usize;
+            at += n;
+            if n < want {
+                break;
+            }
+        }
+        at
+    }
+
+    fn file_bytes(&self, fd: i32, offset: i64, out: &mut [u8]) -> usize {
         self.with_copy(fd, |c| {
-            let start = out.len();
-            out.resize(start + len, 0);
             let mut done = 0;
-            while done < len {
-                match crate::sys::pread(c, &mut out[start + done..], offset + done as i64) {
+            while done < out.len() {
+                match crate::sys::pread(c, &mut out[done..], offset + done as i64) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => done += n,
                 }
             }
-            // A file that shrank meanwhile: the missing tail stays zero, the length the kernel's.
-        });
+            done
+        })
+        .unwrap_or(0)
     }
 
     fn file_offset(&self, fd: i32) -> Option<i64> {
