@@ -932,12 +932,31 @@ s.close()
         LIMIT,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let ours = support::check_clean(&cap);
-    let all = "msg0|msg1|msg2|msg3|msg4|";
+    assert_one_whole_stream(&cap, port, "msg0|msg1|msg2|msg3|msg4|");
+}
+
+/// The capture holds one stream with `port`: one handshake, `all` each way, one FIN at the end.
+fn assert_one_whole_stream(cap: &Path, port: u16, all: &str) {
+    let ours = support::check_clean(cap);
     assert_eq!(sent_to(&ours, port), [all], "one stream, all data in order");
     assert_eq!(sent_from(&ours, port), [all]);
     assert_eq!(flag_count(&ours, "S"), 1, "one handshake");
-    assert_one_fin_at_end(&cap, &format!("tcp.dstport == {port}"));
+    assert_one_fin_at_end(cap, &format!("tcp.dstport == {port}"));
+}
+
+/// Build C program `name` (tests/programs), run it under the CLI against an echo server's
+/// port, and check it succeeded: its folder (kept while the caller looks), capture and port.
+fn captured_against_echo(tag: &str, name: &str) -> (TempDir, PathBuf, u16) {
+    let dir = TempDir::new(tag);
+    let prog = build(&dir, name);
+    let (_srv, port) = echo_server();
+    let cap = dir.join("cap.pcap");
+    let out = run_guarded(
+        &mut cli_run(dir.path(), &cap, &prog, &[&port.to_string()]),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (dir, cap, port)
 }
 
 /// A vfork child closes the connection and exits; the parent goes on using it and exits at
@@ -947,24 +966,8 @@ s.close()
 /// FIN (before, the close was taken for the parent's: "after|" was lost).
 #[test]
 fn vfork_child_close_read_after_the_parent_exited_keeps_the_stream() {
-    let dir = TempDir::new("vfork-late");
-    let prog = build(&dir, "vfork_late_close");
-    let (_srv, port) = echo_server();
-    let cap = dir.join("cap.pcap");
-    let out = run_guarded(
-        &mut cli_run(dir.path(), &cap, &prog, &[&port.to_string()]),
-        LIMIT,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let ours = support::check_clean(&cap);
-    assert_eq!(
-        sent_to(&ours, port),
-        ["before|after|"],
-        "one stream, all data in order"
-    );
-    assert_eq!(sent_from(&ours, port), ["before|after|"]);
-    assert_eq!(flag_count(&ours, "S"), 1, "one handshake");
-    assert_one_fin_at_end(&cap, &format!("tcp.dstport == {port}"));
+    let (_dir, cap, port) = captured_against_echo("vfork-late", "vfork_late_close");
+    assert_one_whole_stream(&cap, port, "before|after|");
 }
 
 /// A signal handler the parent runs as it comes back from vfork (the child signalled it, then
@@ -972,15 +975,7 @@ fn vfork_child_close_read_after_the_parent_exited_keeps_the_stream() {
 /// once, before a second connection's handshake (not at the process's exit).
 #[test]
 fn a_close_in_the_parents_handler_after_vfork_is_the_parents() {
-    let dir = TempDir::new("vfork-signal");
-    let prog = build(&dir, "vfork_signal_close");
-    let (_srv, port) = echo_server();
-    let cap = dir.join("cap.pcap");
-    let out = run_guarded(
-        &mut cli_run(dir.path(), &cap, &prog, &[&port.to_string()]),
-        LIMIT,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_dir, cap, port) = captured_against_echo("vfork-signal", "vfork_signal_close");
     support::check_clean(&cap);
     let frame = |filter: &str| -> Option<u64> {
         let filter = format!("tcp.port == {port} && {filter}");
