@@ -6,6 +6,7 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod events;
+pub mod fast_hash;
 pub mod filter;
 pub mod guard;
 pub mod key_callbacks;

@@ -7,7 +7,7 @@
 //! extension headers), so a short look at fixed offsets is enough; anything else is counted as a
 //! packet only.
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::collections::hash_map::Entry;
 
 /// Header offsets and values used here.

@@ -23,7 +23,7 @@
 //! run, and past [`MAX_HELD`] bytes. Released records are stamped when written, so the file
 //! stays in time order.
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::collections::VecDeque;
 
 use super::mem_bio::Held;

@@ -6,7 +6,7 @@
 //! closes it or is gone. What the records do not say (a descriptor's socket identity at this
 //! moment, a route's source address) comes from a [`Kernel`], so unit tests script it.
 
-use crate::collector::fast_hash::{HashMap, HashSet};
+use crate::fast_hash::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -19,7 +19,7 @@
 //! record of its thread (or one that closes or replaces descriptors in its process), so a
 //! program that receives on one thread and feeds the BIO on another is not recognized.
 
-use crate::collector::fast_hash::{HashMap, HashSet};
+use crate::fast_hash::{HashMap, HashSet};
 use std::collections::VecDeque;
 
 use synth::Side;

@@ -10,7 +10,6 @@
 //! unfinished frame is skipped.
 
 pub mod contents;
-mod fast_hash;
 mod key_file;
 mod key_hold;
 pub mod machine;
@@ -22,7 +21,7 @@ pub mod spawn;
 mod tcp_events;
 mod tcp_info;
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 

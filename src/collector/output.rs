@@ -14,7 +14,7 @@
 //! rules as a capture. A line comes once to each: the same secret may come from our hook and
 //! from the key log file the program writes too (`key_file`).
 
-use crate::collector::fast_hash::{HashMap, HashSet};
+use crate::fast_hash::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;

@@ -26,7 +26,7 @@
 //!
 //! Nothing here runs in the traced program: the records are the ones the packets are made from.
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};

@@ -21,7 +21,7 @@
 //!
 //! [`tcp_info`]: super::tcp_info
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 

@@ -10,7 +10,7 @@
 //! `getsockopt(SO_ERROR)` is never asked: it clears the socket's pending error, which is the
 //! program's to read.
 
-use crate::collector::fast_hash::HashMap;
+use crate::fast_hash::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;

@@ -9,9 +9,9 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use super::idmap::IdMap;
 use super::payload::Payload;
 use super::tracee::{Regs, Tracee};
+use crate::fast_hash::HashMap;
 use crate::record::{Kind, Record, CALLS};
 
 /// What a descriptor number of a traced process is, as far as the tracer knows.
@@ -31,7 +31,7 @@ struct Entry {
 /// The internet sockets among a process's descriptors.
 #[derive(Clone, Default, Debug)]
 pub struct Fds {
-    map: IdMap<i32, Entry>,
+    map: HashMap<i32, Entry>,
 }
 
 impl Fds {

@@ -18,7 +18,6 @@
 mod attach;
 pub mod calls;
 pub mod filter;
-mod idmap;
 mod launch;
 pub mod payload;
 pub mod sink;
@@ -32,10 +31,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::mpsc;
 
+use crate::fast_hash::{HashMap, HashSet};
 use crate::record::{Kind, Record};
 use crate::ring::{Region, Ring};
 use calls::{Calls, Fds, Next, Pending, Sock};
-use idmap::{IdMap, IdSet};
 use payload::Payload;
 use tracee::{Process, Tracee};
 
@@ -144,10 +143,10 @@ struct Tracer {
     attached: bool,
     /// The pipe a failed execve of the command writes its errno to (-1 once read).
     errpipe: i32,
-    procs: IdMap<i32, Proc>,
-    threads: IdMap<i32, Thread>,
+    procs: HashMap<i32, Proc>,
+    threads: HashMap<i32, Thread>,
     /// New tracees stopped before their parent's fork event named them.
-    early: IdSet<i32>,
+    early: HashSet<i32>,
 }
 
 fn ptrace(req: libc::c_uint, tid: i32, data: usize) -> i64 {
@@ -204,7 +203,7 @@ impl Tracer {
         attached: bool,
         errpipe: i32,
     ) -> Tracer {
-        let mut threads = IdMap::default();
+        let mut threads = HashMap::default();
         for &root in &roots {
             threads.insert(
                 root,
@@ -222,9 +221,9 @@ impl Tracer {
             follow,
             attached,
             errpipe,
-            procs: IdMap::default(),
+            procs: HashMap::default(),
             threads,
-            early: IdSet::default(),
+            early: HashSet::default(),
         }
     }
 
