@@ -115,18 +115,6 @@ fn fifty_megabyte_download_has_exact_byte_count() {
 /// to standard output, is exactly what was sent, in order, with valid checksums.
 #[test]
 fn large_and_small_writes_interleaved_are_captured_exactly() {
-    const SINK: &str = r#"
-import socket, sys
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("127.0.0.1", int(sys.argv[1])))
-l.listen()
-while True:
-    c, _ = l.accept()
-    while c.recv(1 << 20):
-        pass
-    c.close()
-"#;
     const CLIENT: &str = r#"
 import socket, sys
 sizes = [100, 70000, 5, 200000, 16384, 16383, 3, 196609, 1, 600000, 7]
@@ -143,8 +131,7 @@ s.close()
         .collect();
     let dir = TempDir::new("direct");
     let port = support::free_port();
-    let _sink = servers::python(SINK, &[&port.to_string()]);
-    servers::wait_tcp("127.0.0.1", port);
+    let _sink = servers::sink(port);
     for to_stdout in [false, true] {
         let cap = dir.join("direct.pcap");
         let _ = std::fs::remove_file(&cap);

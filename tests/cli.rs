@@ -34,20 +34,6 @@ c.sendall(bytes([22, 3, 1, 0, 8, 1, 0, 0, 4, 3, 3, 0, 0]))
 c.close()
 "#;
 
-/// Reads a connection to its end, then closes it.
-const SINK: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
-while True:
-    c, _ = s.accept()
-    while c.recv(65536):
-        pass
-    c.close()
-"#;
-
 /// The CLI with `args`, run in `dir`, with none of our variables from outside.
 fn cli(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(support::cli());
@@ -164,8 +150,7 @@ fn a_refused_file_is_named_once_and_its_cost_said() {
 fn tls_that_could_not_be_decrypted_is_said() {
     let dir = TempDir::new("cli-tls");
     let port = support::free_port();
-    let _sink = servers::python(SINK, &[&port.to_string()]);
-    servers::wait_tcp("127.0.0.1", port);
+    let _sink = servers::sink(port);
     let port = port.to_string();
     let foreign = ["-w", "tls.pcap", "python3", "-c", FOREIGN_TLS, &port];
     let out = run(&mut cli(dir.path(), &foreign));

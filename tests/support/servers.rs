@@ -60,3 +60,23 @@ pub fn python(script: &str, args: &[&str]) -> Server {
         .expect("python3 is installed");
     Server(child)
 }
+
+/// A sink on 127.0.0.1:`port`, untraced: reads each connection to its end, then closes it.
+/// Returned once it listens.
+pub fn sink(port: u16) -> Server {
+    const SINK: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while True:
+    c, _ = s.accept()
+    while c.recv(65536):
+        pass
+    c.close()
+"#;
+    let server = python(SINK, &[&port.to_string()]);
+    wait_tcp("127.0.0.1", port);
+    server
+}
