@@ -49,7 +49,7 @@ pub enum Until {
     /// the region's path, as the traced processes find it in their environment.
     Child(std::process::Child, std::ffi::OsString),
     /// A detached collector: when no traced process remains (after at least one appeared).
-    LastProcess(std::ffi::OsString),
+    LastProcess,
     /// The system-call tracer's command ([`crate::tracer`]): the run ends when the tracer has
     /// reported the command's exit and no traced process remains. The tracer, not the kernel's
     /// view of a pid, says when a process is gone (it ends each process's records with Exit).
@@ -141,7 +141,7 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
         // Nobody waits for a detached collector's end: it always gives late children the
         // whole while (its first process set the variable with setenv, which /proc does not
         // show, so looking would not find its children).
-        Until::LastProcess(_) => (None, None, Unclaimed::Always),
+        Until::LastProcess => (None, None, Unclaimed::Always),
         // The tracer creates a process's ring before the process runs.
         Until::Traced(rx) => (None, Some(rx), Unclaimed::Never),
     };
@@ -208,7 +208,7 @@ pub fn run(region: Region, mut outputs: Outputs, mode: crate::tls::Mode, until: 
             // A child a traced process started may not have claimed its slot yet when its
             // parent is gone (a fork child claims as it returns from fork; an exec'd image as
             // the library loads): wait for it a moment before ending the run. Only if there
-            // is one: a process that carries this run's region in its environment.
+            // may be one (see `Unclaimed`).
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() > LINGER || !unclaimed.may_remain(since.elapsed()) {
                 break;
@@ -644,12 +644,7 @@ pub fn detached_main(region_path: &std::path::Path, lib_dir: &std::path::Path) -
     if let Some(line) = crate::tls::complaint() {
         eprintln!("netintercept: {line}");
     }
-    run(
-        region,
-        outputs,
-        crate::tls::mode(),
-        Until::LastProcess(region_path.as_os_str().to_owned()),
-    );
+    run(region, outputs, crate::tls::mode(), Until::LastProcess);
     let _ = std::fs::remove_file(region_path);
     0
 }
